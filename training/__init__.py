@@ -1,0 +1,1 @@
+"""Training side of `triage`: data, encoders, heads, evaluation, ONNX export and the labeling loop."""

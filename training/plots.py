@@ -1,0 +1,60 @@
+"""Plots people would rather look at than read: confusion matrices and per-language bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from serving.labels import LANGUAGES  # noqa: E402
+
+
+def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> Path:
+    size = max(4.0, 0.75 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if len(labels) <= 20:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                            color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true row")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_per_language(reports: dict[str, dict[str, Any]], path: Path,
+                      keys: Sequence[str] = ("tier1_recall", "tier1_precision", "risk_macro_f1")) -> Path:
+    """Grouped bars: one panel per metric, languages on x, one bar per predictor (model, keywords...)."""
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), sharey=True)
+    width = 0.8 / max(1, len(reports))
+    x = np.arange(len(LANGUAGES))
+    for ax, key in zip(np.atleast_1d(axes), keys, strict=True):
+        for k, (name, rep) in enumerate(reports.items()):
+            vals = [rep["per_language"][lang].get(key) or 0.0 for lang in LANGUAGES]
+            bars = ax.bar(x + k * width - 0.4 + width / 2, vals, width, label=name)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(x, LANGUAGES)
+        ax.set_ylim(0, 1.08)
+        ax.set_title(key)
+    np.atleast_1d(axes)[0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

