@@ -29,6 +29,14 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 ServiceLoader = Callable[[], TriageService]
 
 
+def get_service(request: Request) -> TriageService:
+    """The TriageService the lifespan loaded (module level, so route annotations resolve)."""
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+Service = Annotated[TriageService, Depends(get_service)]
+
+
 def folder_loader(settings: Settings) -> ServiceLoader:
     """Load `settings.model` (a folder) or the newest folder under `settings.models_dir`."""
 
@@ -87,11 +95,6 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
-
-    def service(request: Request) -> TriageService:
-        return request.app.state.service  # type: ignore[no-any-return]
-
-    Service = Annotated[TriageService, Depends(service)]
 
     @app.post("/classify", response_model=ClassifyResponse, tags=["classify"])
     def classify(req: ClassifyRequest, svc: Service) -> ClassifyResponse:

@@ -32,7 +32,7 @@ def _model_folder(settings: Settings, model: str | None) -> Path:
 
     if model:
         if model.startswith("models:/"):
-            from triage.registry import download_model
+            from training.registry import download_model
 
             return download_model(settings, model)
         return Path(model)
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          encoder=None, c=10.0, quiet=False))
     loader = None
     if s.model and s.model.startswith("models:/"):
-        from triage.registry import registry_loader
+        from training.registry import registry_loader
 
         loader = registry_loader(s)
     app = create_app(s, loader)
