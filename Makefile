@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 
-.PHONY: install run serve train test test-fast lint bench label-studio mlflow clean
+.PHONY: install run serve train test test-fast lint bench services label-studio mlflow-server clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=python3.x)"; exit 1; }
@@ -25,8 +25,18 @@ run: $(STAMP)
 train: $(STAMP)
 	$(BIN)/triage train
 
-## the whole test suite (what CI runs)
-test: $(STAMP)
+## the real Label Studio and MLflow servers the labeling-loop tests use (installed on first use)
+label-studio:
+	scripts/label-studio start
+
+mlflow-server: $(STAMP)
+	scripts/mlflow-server start
+
+services: label-studio mlflow-server
+
+## the whole test suite (what CI runs): starts the servers, then pytest
+test: $(STAMP) services
+	set -a && . var/label-studio/env && . var/mlflow-server/env && set +a && \
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 test-fast: $(STAMP)

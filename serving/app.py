@@ -15,10 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import __version__
+from serving.feedback import is_misroute, resolve_feedback
 from serving.model import Classifier, ModelError, find_latest
+from serving.predlog import PredictionLog, PredictionLogError, safe_url
 from serving.schemas import (
-    MAX_BATCH, BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, ErrorResponse, HealthResponse,
-    VersionResponse,
+    MAX_BATCH, BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, ErrorResponse, FeedbackRequest,
+    FeedbackResponse, HealthResponse, VersionResponse,
 )
 from serving.service import TriageService
 from serving.settings import Settings
@@ -35,6 +37,25 @@ def get_service(request: Request) -> TriageService:
 
 
 Service = Annotated[TriageService, Depends(get_service)]
+
+
+def get_predlog(request: Request) -> PredictionLog:
+    """The prediction log the lifespan opened."""
+    predlog: PredictionLog = request.app.state.predlog
+    return predlog
+
+
+PredLog = Annotated[PredictionLog, Depends(get_predlog)]
+
+
+def record(plog: PredictionLog, requests: list[ClassifyRequest], results: list[ClassifyResponse]) -> None:
+    """Commit the answers to the prediction log before they are returned; 503 if it cannot."""
+    try:
+        plog.record(requests, results)
+    except PredictionLogError as err:
+        log.error("%s", err)
+        raise HTTPException(status_code=503, detail="the prediction log could not record this "
+                            "classification, so no answer is returned; retry shortly") from err
 
 
 def folder_loader(settings: Settings) -> ServiceLoader:
@@ -75,9 +96,12 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.predlog = PredictionLog.open(settings.db_url)
+        log.info("prediction log: %s", safe_url(settings.db_url))
         app.state.service = load()
         log.info("serving model %s from %s", app.state.service.model_version, app.state.service.source)
         yield
+        app.state.predlog.close()
 
     app = FastAPI(
         title="triage",
@@ -97,14 +121,41 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.post("/classify", response_model=ClassifyResponse, tags=["classify"])
-    def classify(req: ClassifyRequest, svc: Service) -> ClassifyResponse:
+    def classify(req: ClassifyRequest, svc: Service, plog: PredLog) -> ClassifyResponse:
         """Risk, claim type, tier, queue, SLA and evidence checklist for one message."""
-        return svc.classify([req])[0]
+        results = svc.classify([req])
+        record(plog, [req], results)
+        return results[0]
 
     @app.post("/classify/batch", response_model=BatchResponse, tags=["classify"],
               description=f"Classify 1 to {MAX_BATCH} messages in one model pass.")
-    def classify_batch(req: BatchRequest, svc: Service) -> BatchResponse:
-        return BatchResponse(results=svc.classify(req.messages))
+    def classify_batch(req: BatchRequest, svc: Service, plog: PredLog) -> BatchResponse:
+        results = svc.classify(req.messages)
+        record(plog, req.messages, results)
+        return BatchResponse(results=results)
+
+    @app.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],
+              responses={404: {"model": ErrorResponse, "description": "No classification has this id"}})
+    def post_feedback(req: FeedbackRequest, plog: PredLog) -> FeedbackResponse:
+        """Report what a classified ticket really was: the misroute signal reviewers see first."""
+        pred = plog.get(req.request_id)
+        if pred is None:
+            raise HTTPException(status_code=404, detail=f"unknown request_id {req.request_id!r}: no "
+                                "classification with this id was recorded")
+        risk, claim_type = resolve_feedback(pred.risk, pred.claim_type, req.risk, req.claim_type)
+        try:
+            saved = plog.add_feedback(req.request_id, risk, claim_type, req.agent)
+        except PredictionLogError as err:
+            log.error("%s", err)
+            raise HTTPException(status_code=503,
+                                detail="the feedback could not be recorded; retry shortly") from err
+        return FeedbackResponse(
+            feedback_id=saved.id, request_id=pred.request_id, risk=risk,  # type: ignore[arg-type]
+            claim_type=claim_type, agent=saved.agent,  # type: ignore[arg-type]
+            predicted_risk=pred.risk, predicted_claim_type=pred.claim_type,  # type: ignore[arg-type]
+            misroute=is_misroute(pred.risk, pred.claim_type, risk, claim_type),
+            model_version=pred.model_version, created_at=saved.created_at,
+        )
 
     @app.get("/health", response_model=HealthResponse, tags=["ops"])
     def health(svc: Service) -> HealthResponse:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from serving.feedback import check_labels
 
 Risk = Literal["claim_filed", "at_risk", "routine"]
 ClaimType = Literal[
@@ -90,3 +92,44 @@ class VersionResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str | list[dict[str, object]]
+
+
+class FeedbackRequest(BaseModel):
+    """An agent's report of what a classified ticket really was (the misroute signal)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "request_id": "3f2b9c0e8a4d4e1f9b7a6c5d4e3f2a1b", "risk": "at_risk", "claim_type": "not_received",
+        "agent": "marie.dupont"}]})
+
+    request_id: str = Field(min_length=1, max_length=64, description="The request_id /classify answered.")
+    risk: Risk | None = Field(default=None, description="The real risk (optional if claim_type is given).")
+    claim_type: ClaimType | None = Field(
+        default=None, description="The real claim type (optional: `routine` implies `none`; a ground alone "
+        "keeps the predicted Tier-1 risk, else `at_risk`).")
+    agent: str = Field(min_length=1, max_length=128, description="Who reports it (name or id).")
+
+    @field_validator("agent")
+    @classmethod
+    def _agent_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("agent is blank: say who reports it")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _labels(self) -> FeedbackRequest:
+        check_labels(self.risk, self.claim_type)
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    feedback_id: int
+    request_id: str
+    risk: Risk
+    claim_type: ClaimType | None = Field(description="None when the agent gave a Tier-1 risk but no ground "
+                                         "and the model saw none: the reviewer picks it.")
+    agent: str
+    predicted_risk: Risk
+    predicted_claim_type: ClaimType
+    misroute: bool = Field(description="The reported labels differ from the prediction.")
+    model_version: str
+    created_at: datetime

@@ -76,6 +76,8 @@ def fit_triage_heads(df: pd.DataFrame, x: np.ndarray, cfg: TrainConfig) -> list[
 
 def fit(cfg: TrainConfig) -> Trained:
     df = data_mod.load_dataset(cfg.data, cfg.target)
+    if cfg.test:
+        df = drop_test_overlap(df, data_mod.load_dataset(cfg.test, cfg.target), cfg)
     encoder = load_encoder(cfg.encoder)
     log.info("embedding %d messages with %s", len(df), encoder.id)
     x = embed_texts(encoder, df["text"].tolist(), cfg.cache_dir, progress=cfg.progress)
@@ -86,12 +88,15 @@ def fit(cfg: TrainConfig) -> Trained:
     return Trained(encoder, heads, df)
 
 
-def check_disjoint(train: pd.DataFrame, test: pd.DataFrame, test_path: Path) -> None:
-    seen = set(train["text"])
-    leaked = [f"line {ln}: also in the training data" for ln, t in zip(test["line"], test["text"], strict=True)
-              if t in seen]
-    if leaked:
-        raise data_mod.DataError(test_path, leaked)
+def drop_test_overlap(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
+    """Training never sees a test message: rows whose text is also in the test split are left out (and said)."""
+    overlap = train["text"].isin(set(test["text"]))
+    if overlap.any():
+        lines = ", ".join(str(n) for n in train.loc[overlap, "line"].head(10))
+        log.warning("%d training row(s) also in the test split are left out of training (lines %s%s)",
+                    int(overlap.sum()), lines, "..." if overlap.sum() > 10 else "")
+        cfg.extra["rows_left_out_in_test"] = int(overlap.sum())
+    return train.loc[~overlap].reset_index(drop=True)
 
 
 def evaluate_bundle(bundle: ModelBundle, test: pd.DataFrame, target: str | None) -> dict[str, Any]:
@@ -119,8 +124,6 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
     final = cfg.out or cfg.models_dir / version
     final.parent.mkdir(parents=True, exist_ok=True)
     test = data_mod.load_dataset(cfg.test, cfg.target) if cfg.test else None
-    if test is not None and cfg.test is not None:
-        check_disjoint(trained.train_df, test, cfg.test)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:

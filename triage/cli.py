@@ -147,6 +147,30 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- retrain / promote (MLflow) ------------------------------------------------------------------
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from training.retrain import retrain
+
+    s = _settings()
+    if args.corrections is not None and not args.corrections.is_file():
+        raise UsageError(f"{args.corrections}: no such corrections file (pull some with `triage label pull`)")
+    result = retrain(s, data=args.data, corrections=args.corrections, test=args.test, c=args.c,
+                     promote=not args.no_promote, progress=not args.quiet)
+    print(result.report())
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from training.registry import promote
+
+    s = _settings()
+    done = promote(s, args.version, alias=args.alias)
+    before = f"(was version {done.previous})" if done.previous else "(it had no version before)"
+    print(f"models:/{done.name}@{args.alias} -> version {done.version} {before}; "
+          "serving processes switch at POST /admin/reload")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -196,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--variant", choices=["fp32", "int8"])
     c.add_argument("--channel")
     c.add_argument("--order-id")
+
+    r = add("retrain", cmd_retrain, "Retrain on the seed data plus reviewer corrections, log the run to MLflow, "
+            "register a version and make it `champion` if it passes the gate (else `challenger`).")
+    r.add_argument("--data", type=Path, help="seed training CSV (default: data/train.csv)")
+    r.add_argument("--corrections", type=Path,
+                   help="corrections CSV (default: data/corrections.csv when it exists)")
+    r.add_argument("--test", type=Path, help="the fixed test split (default: data/test.csv)")
+    r.add_argument("--c", type=float, default=10.0, help="inverse L2 strength of the heads (default 10)")
+    r.add_argument("--no-promote", action="store_true",
+                   help="register as `challenger` even if the gate passes (promote later with `triage promote`)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    pr = add("promote", cmd_promote, "Point a registry alias (default `champion`) at a model version: "
+             "promotion and rollback alike.")
+    pr.add_argument("--version", required=True, help="registered model version number")
+    pr.add_argument("--alias", default="champion", help="alias to move (default champion)")
     return p
 
 
@@ -204,20 +244,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("httpx", "sentence_transformers", "transformers", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from serving.model import ModelError
-
-    known: tuple[type[Exception], ...] = (UsageError, ModelError, FileNotFoundError)
-    try:
-        from training.data import DataError
-        from training.export import ExportError
-
-        known += (DataError, ExportError)
-    except ImportError:  # serving-only install
-        pass
     try:
         return int(args.func(args))
-    except known as err:
-        print(f"triage {args.command}: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        if not isinstance(err, _known_errors()):
+            raise
+        print(f"triage {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+# errors of `training` modules, looked up only once the command has imported them: importing them here
+# would pull torch and pandas into `serve` and `classify`
+_TRAINING_ERRORS = (
+    ("training.data", "DataError"),
+    ("training.export", "ExportError"),
+    ("training.encoders.transformer", "EncoderLoadError"),
+)
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    """Errors the user can fix: printed without a traceback, exit code 2."""
+    from serving.model import ModelError
+
+    known: list[type[Exception]] = [UsageError, ModelError, FileNotFoundError]
+    for module, name in _TRAINING_ERRORS:
+        if module in sys.modules:
+            known.append(getattr(sys.modules[module], name))
+    return tuple(known)

