@@ -75,8 +75,11 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 @dataclass(frozen=True)
 class ReviewPolicy:
-    risk_threshold: float = 0.6
-    claim_type_threshold: float = 0.45
+    """Routing and review thresholds, stored in the model folder's config.json (`review`)."""
+
+    risk_threshold: float = 0.6  # needs_review below this probability of the chosen risk
+    claim_type_threshold: float = 0.45  # needs_review below this probability of the chosen ground
+    tier1_threshold: float = 0.5  # Tier 1 when P(claim_filed) + P(at_risk) reaches this
 
 
 class ModelBundle:
@@ -165,8 +168,11 @@ class Classifier:
         risk_labels = self.bundle.heads["risk"]
         ground_labels = self.bundle.heads["claim_type"]
         risk_scores = {r: 0.0 for r in RISKS} | {r: float(p) for r, p in zip(risk_labels, risk_p, strict=True)}
-        risk = max(risk_scores, key=lambda r: risk_scores[r])
         p_routine = risk_scores["routine"]
+        if 1.0 - p_routine >= self.policy.tier1_threshold:
+            risk = max(("claim_filed", "at_risk"), key=lambda r: risk_scores[r])
+        else:
+            risk = "routine"
         # P(claim_type) = P(routine) for `none`, else P(Tier 1) * P(ground | Tier 1)
         claim_scores = {c: 0.0 for c in CLAIM_TYPES}
         claim_scores["none"] = p_routine

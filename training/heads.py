@@ -24,6 +24,8 @@ class Head:
     bias: np.ndarray  # (k,)
     temperature: float = 1.0
     info: dict[str, float] = field(default_factory=dict)
+    # calibrated out-of-fold probabilities on the training rows (not saved), for choosing thresholds
+    oof_proba: np.ndarray | None = field(default=None, repr=False)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x @ self.weight + self.bias, dtype=np.float32)
@@ -80,7 +82,7 @@ def fit_head(
 
     model = make().fit(x, y_idx)
     weight, bias = _linear(model)
-    temperature, info = 1.0, {}
+    temperature, info, oof_proba = 1.0, {}, None
     folds = min(5, int(np.bincount(y_idx).min()))
     if folds >= 2:
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -88,9 +90,28 @@ def fit_head(
         if oof.ndim == 1:
             oof = np.stack([np.zeros_like(oof), oof], axis=1)
         temperature = fit_temperature(oof, y_idx)
+        oof_proba = softmax(oof / temperature)
         info = {
             "cv_accuracy": float((oof.argmax(1) == y_idx).mean()),
             "cv_nll_before": _nll(oof, y_idx),
             "cv_nll_after": _nll(oof / temperature, y_idx),
         }
-    return Head(name, labels, weight / temperature, bias / temperature, temperature, info)
+    return Head(name, labels, weight / temperature, bias / temperature, temperature, info, oof_proba)
+
+
+def choose_tier1_threshold(head: Head, y: Sequence[str], target_precision: float = 0.9,
+                           grid: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)) -> float:
+    """The lowest P(Tier 1) threshold whose out-of-fold Tier-1 precision reaches `target_precision`.
+
+    Routing a message to Tier 1 when P(claim_filed) + P(at_risk) >= threshold trades recall for precision
+    on training data only (out-of-fold), never on the test split. 0.5 (plain argmax) when unavailable.
+    """
+    if head.oof_proba is None or "routine" not in head.labels:
+        return 0.5
+    p_tier1 = 1.0 - head.oof_proba[:, head.labels.index("routine")]
+    truth = np.array([v != "routine" for v in y])
+    for t in grid:
+        routed = p_tier1 >= t
+        if routed.any() and (routed & truth).sum() / routed.sum() >= target_precision:
+            return float(t)
+    return float(grid[-1])

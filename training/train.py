@@ -29,7 +29,7 @@ from training.evaluate import max_language_gap, target_metrics, triage_report, c
 from training.export import (
     FP32_FILE, INT8_FILE, check_parity, export_onnx, publish, quantize_int8, write_json, write_manifest,
 )
-from training.heads import Head, fit_head
+from training.heads import Head, choose_tier1_threshold, fit_head
 from training.modelcard import write_model_card
 from training.plots import plot_confusion, plot_per_language
 
@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 13
     risk_threshold: float = 0.6
     claim_type_threshold: float = 0.45
+    tier1_precision: float = 0.9  # out-of-fold Tier-1 precision the routing threshold aims for
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in config.json (e.g. data provenance)
 
@@ -67,6 +68,7 @@ def fit_triage_heads(df: pd.DataFrame, x: np.ndarray, cfg: TrainConfig) -> list[
     tier1 = df["risk"].isin(TIER1_RISKS).to_numpy()
     steps = tqdm(total=2, desc="fitting heads", disable=not cfg.progress)
     risk = fit_head("risk", x, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed)
+    risk.info["tier1_threshold"] = choose_tier1_threshold(risk, df["risk"].tolist(), cfg.tier1_precision)
     steps.update()
     ground = fit_head("claim_type", x[tier1], df["claim_type"][tier1], GROUNDS, cfg.c, cfg.class_weight, cfg.seed)
     steps.update()
@@ -107,6 +109,10 @@ def evaluate_bundle(bundle: ModelBundle, test: pd.DataFrame, target: str | None)
     return triage_report(test, Classifier(bundle).predict(test["text"].tolist()))
 
 
+def tier1_threshold(heads: list[Head]) -> float:
+    return float(next((h.info.get("tier1_threshold", 0.5) for h in heads if h.name == "risk"), 0.5))
+
+
 def version_name(encoder: Encoder, now: datetime) -> str:
     kind = encoder.describe()["kind"].replace("sentence-transformers", "st")
     return f"{now:%Y%m%d-%H%M%S}-{kind}"
@@ -143,7 +149,8 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
                        "cv": h.info} for h in heads],
             "files": {"fp32": FP32_FILE, "int8": INT8_FILE},
             "default_variant": "fp32",
-            "review": {"risk_threshold": cfg.risk_threshold, "claim_type_threshold": cfg.claim_type_threshold},
+            "review": {"risk_threshold": cfg.risk_threshold, "claim_type_threshold": cfg.claim_type_threshold,
+                       "tier1_threshold": tier1_threshold(heads)},
             "training": {
                 "data": str(cfg.data), "data_sha256": data_mod.file_sha256(cfg.data), "rows": len(trained.train_df),
                 "test": str(cfg.test) if cfg.test else None,
