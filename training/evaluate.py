@@ -30,6 +30,7 @@ def triage_metrics(risk_true: Sequence[str], claim_true: Sequence[str], preds: S
     t1_true = np.array([r in TIER1_RISKS for r in rt], dtype=bool)
     t1_pred = np.array([r in TIER1_RISKS for r in rp], dtype=bool)
     filed = np.array([r == "claim_filed" for r in rt], dtype=bool)
+    filed_pred = np.array([r == "claim_filed" for r in rp], dtype=bool)
     n = len(rt)
     return {
         "n": n,
@@ -37,7 +38,7 @@ def triage_metrics(risk_true: Sequence[str], claim_true: Sequence[str], preds: S
         "claim_type_macro_f1": round(float(f1_score(ct, cp, average="macro", zero_division=0)), 4) if n else None,
         "tier1_recall": _ratio(int((t1_true & t1_pred).sum()), int(t1_true.sum())),
         "tier1_precision": _ratio(int((t1_true & t1_pred).sum()), int(t1_pred.sum())),
-        "claim_filed_recall": _ratio(int((filed & np.array([r == "claim_filed" for r in rp], dtype=bool)).sum()), int(filed.sum())),
+        "claim_filed_recall": _ratio(int((filed & filed_pred).sum()), int(filed.sum())),
         "risk_accuracy": round(float(accuracy_score(rt, rp)), 4) if n else None,
         "needs_review_rate": _ratio(sum(p.needs_review for p in preds), n),
     }

@@ -25,9 +25,16 @@ from serving.model import CONFIG, Classifier, ModelBundle
 from training import data as data_mod
 from training.embed import embed_texts
 from training.encoders import Encoder, load_encoder
-from training.evaluate import max_language_gap, target_metrics, triage_report, confusion
+from training.evaluate import confusion, max_language_gap, target_metrics, triage_report
 from training.export import (
-    FP32_FILE, INT8_FILE, check_parity, export_onnx, publish, quantize_int8, write_json, write_manifest,
+    FP32_FILE,
+    INT8_FILE,
+    check_parity,
+    export_onnx,
+    publish,
+    quantize_int8,
+    write_json,
+    write_manifest,
 )
 from training.heads import Head, choose_tier1_threshold, fit_head
 from training.modelcard import write_model_card
@@ -160,8 +167,9 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
             } | cfg.extra,
         }
         write_json(staging / CONFIG, config)
-        np.savez(staging / "heads.npz", **{f"{h.name}.weight": h.weight for h in heads},
-                 **{f"{h.name}.bias": h.bias for h in heads})
+        arrays: dict[str, Any] = {f"{h.name}.weight": h.weight for h in heads}
+        arrays |= {f"{h.name}.bias": h.bias for h in heads}
+        np.savez(staging / "heads.npz", **arrays)
         parity = {"fp32_min_cosine": round(check_parity(encoder, staging, "fp32"), 6)}
         steps.update()
         quantize_int8(staging / FP32_FILE, staging / INT8_FILE)

@@ -34,10 +34,12 @@ class TransformerEncoder:
                 else "not a local folder, and the Hugging Face hub could not provide it (no network?); "
                 "download it on a connected machine and pass its folder"
             )
-            raise EncoderLoadError(f"cannot load sentence-transformers model {name_or_path!r}: {hint} ({err})")
+            raise EncoderLoadError(
+                f"cannot load sentence-transformers model {name_or_path!r}: {hint} ({err})"
+            ) from err
         self.model.eval()
-        modules = list(self.model)
-        self._transformer = modules[0]
+        modules: list[Any] = list(self.model)
+        self._transformer: Any = modules[0]
         self._pooling = next((m for m in modules if type(m).__name__ == "Pooling"), None)
         self.normalize = any(type(m).__name__ == "Normalize" for m in modules)
         unsupported = [type(m).__name__ for m in modules[1:] if type(m).__name__ not in ("Pooling", "Normalize")]
@@ -51,7 +53,7 @@ class TransformerEncoder:
         self.name = name_or_path
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or 0)
-        self.max_tokens = int(self.model.max_seq_length)
+        self.max_tokens = int(self.model.max_seq_length or 512)
         tag = hashlib.sha256(str(Path(name_or_path).resolve() if Path(name_or_path).exists()
                                  else name_or_path).encode()).hexdigest()[:10]
         slug = "-".join(Path(name_or_path).parts[-2:]).replace("/", "-")
