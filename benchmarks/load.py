@@ -42,6 +42,7 @@ class Plan:
     duration: float
     warmup: int
     timeout: float
+    latencies: bool = False  # also return every latency (ms), e.g. to pool several runs
 
 
 @dataclass
@@ -161,7 +162,7 @@ async def drive(plan: Plan) -> dict[str, Any]:
         "requests_per_s": round(done / wall, 2) if wall > 0 else 0.0,
         "messages_per_s": round(tally.messages / wall, 2) if wall > 0 else 0.0,
         "latency_ms": summary_ms(tally.latencies),
-    }
+    } | ({"latencies_ms": [round(x * 1e3, 4) for x in tally.latencies]} if plan.latencies else {})
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -173,6 +174,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=30.0, help="...or after this many seconds")
     p.add_argument("--warmup", type=int, default=5, help="unmeasured requests per connection first")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before one request counts as failed")
+    p.add_argument("--latencies", action="store_true", help="also print every measured latency (ms)")
     return p.parse_args(argv)
 
 
@@ -185,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = Plan(
         host=url.hostname, port=url.port or 80, path=url.path or "/", bodies=bodies, messages=counts,
         concurrency=max(1, args.concurrency), requests=args.requests, duration=args.duration,
-        warmup=args.warmup, timeout=args.timeout,
+        warmup=args.warmup, timeout=args.timeout, latencies=args.latencies,
     )
     try:
         import uvloop

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving import __version__
 from serving.feedback import is_misroute, resolve_feedback
-from serving.model import Classifier, ModelError, find_latest
+from serving.model import Classifier, ModelError, find_latest, inference_slots
 from serving.predlog import PredictionLog, PredictionLogError, safe_url
 from serving.schemas import (
     MAX_BATCH, BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, ErrorResponse, FeedbackRequest,
@@ -31,16 +32,17 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 ServiceLoader = Callable[[], TriageService]
 
 
-def get_service(request: Request) -> TriageService:
-    """The TriageService the lifespan loaded (module level, so route annotations resolve)."""
+async def get_service(request: Request) -> TriageService:
+    """The TriageService the lifespan loaded (module level, so route annotations resolve; async: no
+    thread-pool hop for a lookup)."""
     return request.app.state.service  # type: ignore[no-any-return]
 
 
 Service = Annotated[TriageService, Depends(get_service)]
 
 
-def get_predlog(request: Request) -> PredictionLog:
-    """The prediction log the lifespan opened."""
+async def get_predlog(request: Request) -> PredictionLog:
+    """The prediction log the lifespan opened (async: no thread-pool hop for a lookup)."""
     predlog: PredictionLog = request.app.state.predlog
     return predlog
 
@@ -56,6 +58,14 @@ def record(plog: PredictionLog, requests: list[ClassifyRequest], results: list[C
         log.error("%s", err)
         raise HTTPException(status_code=503, detail="the prediction log could not record this "
                             "classification, so no answer is returned; retry shortly") from err
+
+
+def classify_and_record(svc: TriageService, plog: PredictionLog,
+                        requests: list[ClassifyRequest]) -> list[ClassifyResponse]:
+    """The blocking part of a /classify request, run in one worker-thread hop."""
+    results = svc.classify(requests)
+    record(plog, requests, results)
+    return results
 
 
 def folder_loader(settings: Settings) -> ServiceLoader:
@@ -93,6 +103,8 @@ class BodyLimit:
 def create_app(settings: Settings | None = None, loader: ServiceLoader | None = None) -> FastAPI:
     settings = settings or Settings()
     load = loader or folder_loader(settings)
+    # one inference call per core at a time; the other requests wait on the event loop, not in the CPU
+    inference = CapacityLimiter(inference_slots(settings.threads))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,17 +133,16 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.post("/classify", response_model=ClassifyResponse, tags=["classify"])
-    def classify(req: ClassifyRequest, svc: Service, plog: PredLog) -> ClassifyResponse:
+    async def classify(req: ClassifyRequest, svc: Service, plog: PredLog) -> ClassifyResponse:
         """Risk, claim type, tier, queue, SLA and evidence checklist for one message."""
-        results = svc.classify([req])
-        record(plog, [req], results)
+        # async route + one explicit hop: a sync route would pay a second hop to validate the response
+        results = await to_thread.run_sync(classify_and_record, svc, plog, [req], limiter=inference)
         return results[0]
 
     @app.post("/classify/batch", response_model=BatchResponse, tags=["classify"],
               description=f"Classify 1 to {MAX_BATCH} messages in one model pass.")
-    def classify_batch(req: BatchRequest, svc: Service, plog: PredLog) -> BatchResponse:
-        results = svc.classify(req.messages)
-        record(plog, req.messages, results)
+    async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog) -> BatchResponse:
+        results = await to_thread.run_sync(classify_and_record, svc, plog, req.messages, limiter=inference)
         return BatchResponse(results=results)
 
     @app.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],

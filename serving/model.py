@@ -23,7 +23,10 @@ from serving.tokenizer import load_tokenizer, pad
 
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
-TOKEN_BUDGET = 4096  # padded tokens per onnxruntime call in a batch
+# padded tokens per onnxruntime call in a batch: the encoder costs about the same per token at any batch
+# size, so bigger calls only add padding and cache misses (4096 ran ~2x slower than 512 and grew the
+# memory arena by ~400 MB at concurrency 8; see benchmarks/README.md)
+TOKEN_BUDGET = 512
 
 
 class ModelError(RuntimeError):
@@ -64,10 +67,26 @@ def find_latest(models_dir: Path) -> Path:
     return candidates[-1]
 
 
+def intra_op_threads(threads: int = 0) -> int:
+    """onnxruntime threads per inference call: `threads`, or 1 by default.
+
+    The service runs one call per core at a time (`inference_slots`) rather than spreading each call
+    over every core: a call is small (a message is ~50 tokens), so a shared thread pool costs more in
+    hand-offs than it gains, and concurrent requests would fight over it (see benchmarks/README.md).
+    """
+    return threads if threads > 0 else 1
+
+
+def inference_slots(threads: int = 0) -> int:
+    """How many inference calls to run at once: the CPU cores this process may use / threads per call."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // intra_op_threads(threads))
+
+
 def session_options(threads: int = 0) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads if threads > 0 else max(1, (os.cpu_count() or 2))
+    opts.intra_op_num_threads = intra_op_threads(threads)
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return opts

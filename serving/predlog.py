@@ -183,6 +183,7 @@ class PredictionLog:
             raise PredictionLogError(f"cannot open the prediction log at {safe_url(url)}: {err}") from err
         if parsed.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._insert_predictions = sa.insert(predictions)  # built once: the hot path reuses it
 
     @classmethod
     def open(cls, url: str) -> PredictionLog:
@@ -221,7 +222,7 @@ class PredictionLog:
         ]
         try:
             with self.engine.begin() as conn:
-                conn.execute(sa.insert(predictions), rows)
+                conn.execute(self._insert_predictions, rows)
         except SQLAlchemyError as err:
             raise PredictionLogError(f"could not record {len(rows)} prediction(s): {_reason(err)}") from err
 

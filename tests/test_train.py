@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from serving.keywords import KeywordTriage
 from serving.labels import GROUNDS, RISKS, consistent
 from serving.model import Classifier, ModelBundle, ModelError, sha256_file
 from training.data import load_dataset
+from training.encoders import Encoder
 from training.evaluate import TRIAGE_KEYS, triage_report
 from training.export import ExportError
 from training.rebuild import load_heads
 from training.train import TrainConfig, Trained, build_model, train
 
-from .conftest import DATA, SHARED, TrainedModel, read_rows, stratified_subset
+from .conftest import DATA, SHARED, TrainedModel, TriageCli, read_rows, stratified_subset
 
 pytestmark = pytest.mark.slow
 
-FILES = ("model.onnx", "model.int8.onnx", "sp.model", "config.json", "heads.npz", "metrics.json", "MODEL_CARD.md",
-         "confusion_risk.png", "confusion_claim_type.png", "per_language.png", "manifest.json")
+FILES = ("model.onnx", "model.int8.onnx", "sp.model", "config.json", "heads.npz", "metrics.json",
+         "MODEL_CARD.md", "confusion_risk.png", "confusion_claim_type.png", "per_language.png",
+         "manifest.json")
 
 
 def read_json(path: Path) -> dict:
@@ -59,6 +63,7 @@ def test_config_carries_heads_labels_and_provenance(triage_model: TrainedModel) 
     assert config["tokenizer"] == {"kind": "sentencepiece-use", "file": "sp.model", "max_tokens": 1024}
     assert config["files"] == {"fp32": "model.onnx", "int8": "model.int8.onnx"}
     assert config["default_variant"] in ("fp32", "int8")
+    assert 0 < config["review"]["tier1_threshold"] < 1
     assert config["training"]["rows"] == len(triage_model.data.train_rows)
     assert config["training"]["data_sha256"] == sha256_file(triage_model.data.train)
     assert config["training"]["test_sha256"] == sha256_file(triage_model.data.test)
@@ -86,14 +91,20 @@ def test_metrics_cover_both_variants_and_the_keyword_baseline(triage_model: Trai
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_predictions_are_consistent_on_the_whole_test_file(triage_model: TrainedModel, variant: str) -> None:
     texts = load_dataset(DATA / "test.csv")["text"].tolist()
-    preds = Classifier.load(triage_model.folder, variant=variant).predict(texts)
+    classifier = Classifier.load(triage_model.folder, variant=variant)
+    threshold = classifier.policy.tier1_threshold
+    preds = classifier.predict(texts)
     assert len(preds) == len(texts)
-    bad = [(t, p.risk, p.claim_type) for t, p in zip(texts, preds, strict=True) if not consistent(p.risk, p.claim_type)]
+    bad = [(t, p.risk, p.claim_type) for t, p in zip(texts, preds, strict=True)
+           if not consistent(p.risk, p.claim_type)]
     assert not bad
     for p in preds:
         assert set(p.risk_scores) == set(RISKS) and sum(p.risk_scores.values()) == pytest.approx(1, abs=1e-4)
         assert sum(p.claim_type_scores.values()) == pytest.approx(1, abs=1e-4)
-        assert p.risk == max(p.risk_scores, key=p.risk_scores.__getitem__)
+        # Tier 1 exactly when P(claim_filed) + P(at_risk) reaches the threshold, then the likelier of the two
+        assert (p.risk != "routine") == (1 - p.risk_scores["routine"] >= threshold)
+        if p.risk != "routine":
+            assert p.risk == max(("claim_filed", "at_risk"), key=p.risk_scores.__getitem__)
 
 
 def test_model_overfits_its_training_messages(triage_model: TrainedModel) -> None:
@@ -136,15 +147,15 @@ class DriftingEncoder:
     A fake is needed here: a real encoder whose export silently diverges cannot be produced on purpose.
     """
 
-    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, real: Encoder) -> None:
         self.real = real
         self.id, self.dim = real.id, real.dim
 
-    def encode(self, texts, batch_size: int = 32, progress: bool = False) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         v = np.random.default_rng(0).normal(size=(len(texts), self.dim)).astype(np.float32)
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
-    def graph(self):  # type: ignore[no-untyped-def]
+    def graph(self) -> torch.nn.Module:
         return self.real.graph()
 
     def write_tokenizer(self, folder: Path) -> dict:
@@ -154,7 +165,8 @@ class DriftingEncoder:
         return self.real.describe()
 
 
-def test_failed_build_leaves_no_model_folder(triage_model: TrainedModel, use_encoder, tmp_path: Path) -> None:
+def test_failed_build_leaves_no_model_folder(triage_model: TrainedModel, use_encoder: Encoder,
+                                             tmp_path: Path) -> None:
     models_dir = tmp_path / "models"
     models_dir.mkdir()
     (models_dir / "README.md").write_text("models\n")
@@ -180,7 +192,8 @@ def banking(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"train": folder / "train.csv", "test": folder / "test.csv", "root": folder}
 
 
-def test_generic_target_training_and_cli_evaluate(banking: dict[str, Path], triage_cli, triage_model) -> None:
+def test_generic_target_training_and_cli_evaluate(banking: dict[str, Path], triage_cli: TriageCli,
+                                                   triage_model: TrainedModel) -> None:
     train_df = load_dataset(banking["train"], "category")
     test_df = load_dataset(banking["test"], "category")
     assert len(train_df) == 80 and train_df["category"].nunique() == 10
@@ -199,12 +212,14 @@ def test_generic_target_training_and_cli_evaluate(banking: dict[str, Path], tria
     bundle = ModelBundle(folder)
     probs = bundle.predict_proba(train_df["text"].tolist())["category"]
     labels = bundle.heads["category"]
-    assert np.mean([labels[i] == y for i, y in zip(probs.argmax(1), train_df["category"], strict=True)]) >= 0.9
+    predicted = [labels[i] for i in probs.argmax(1)]
+    assert np.mean(np.array(predicted) == train_df["category"].to_numpy()) >= 0.9
     # a generic model is not a triage model
     with pytest.raises(ModelError, match="not a triage model"):
         Classifier(bundle)
 
-    run = triage_cli("evaluate", "--data", banking["test"], "--model", folder, "--target", "category", "--json")
+    run = triage_cli("evaluate", "--data", banking["test"], "--model", folder, "--target", "category",
+                     "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert set(result) == {"n", "accuracy", "macro_f1"}

@@ -12,12 +12,13 @@ Every MLflow failure (server down, unknown model or alias, bad URI) becomes a `R
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,9 @@ from serving.app import ServiceLoader  # noqa: E402
 from serving.model import Classifier, ModelError, verify_manifest  # noqa: E402
 from serving.service import TriageService  # noqa: E402
 from serving.settings import Settings  # noqa: E402
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # importing mlflow set it to INFO: keep ours quiet
+logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # one clear error, not each retry
 
 MODEL_ARTIFACT = "model"  # where the model folder sits in a run's artifacts
 CHAMPION = "champion"
@@ -97,8 +101,17 @@ class RunInfo:
 def parse_model_uri(uri: str) -> ModelRef:
     m = _URI.match(uri.strip())
     if not m:
-        raise RegistryError(f"{uri!r} is not a registry model URI: use models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise RegistryError(
+            f"{uri!r} is not a registry model URI: use models:/NAME@ALIAS or models:/NAME/VERSION")
     return ModelRef(m["name"], alias=m["alias"], version=m["version"])
+
+
+_USERINFO = re.compile(r"(\w+://)[^/\s@]+@")
+
+
+def scrub(text: str) -> str:
+    """`text` with the user:password part of every URL in it masked."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def redact(uri: str) -> str:
@@ -123,12 +136,16 @@ def _errors(settings: Settings, what: str) -> Iterator[None]:
         raise
     except (MlflowException, OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RegistryError(f"{what} failed (MLflow at {redact(settings.tracking_uri)}): {first[:500]}") from err
+        where = redact(settings.tracking_uri)
+        if any(s in first for s in ("Max retries exceeded", "Failed to establish a new connection")):
+            raise RegistryError(f"{what} failed: cannot reach MLflow at {where} (is the server running? "
+                                "MLFLOW_TRACKING_URI chooses it)") from err
+        raise RegistryError(f"{what} failed (MLflow at {where}): {scrub(first)[:500]}") from err
     except Exception as err:  # requests' and urllib3's errors do not share a base class with MLflow's
         if type(err).__module__.split(".")[0] in ("requests", "urllib3", "sqlalchemy"):
-            raise RegistryError(
-                f"{what} failed: cannot reach MLflow at {redact(settings.tracking_uri)} ({type(err).__name__})"
-            ) from err
+            where = redact(settings.tracking_uri)
+            kind = type(err).__name__
+            raise RegistryError(f"{what} failed: cannot reach MLflow at {where} ({kind})") from err
         raise
 
 
@@ -201,10 +218,8 @@ def log_run(
                     c.log_artifact(run_id, str(local), path.rsplit("/", 1)[0] if "/" in path else None)
             c.set_terminated(run_id, "FINISHED")
     except BaseException:
-        try:
+        with suppress(Exception):  # the first error is the one to report
             c.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: S110 - the first error is the one to report
-            pass
         raise
     url = None
     if _is_server(settings.tracking_uri):
@@ -226,7 +241,7 @@ def _info(c: MlflowClient, mv: ModelVersion, with_metrics: bool = True) -> Versi
         except MlflowException:  # the run was deleted: the version still serves
             metrics = {}
     return VersionInfo(
-        name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+        name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source or "",
         aliases=tuple(mv.aliases or ()), tags=dict(mv.tags or {}), metrics=metrics,
     )
 
@@ -241,7 +256,7 @@ def register_version(settings: Settings, run: RunInfo, tags: Mapping[str, str] |
             c.get_registered_model(name)
         except MlflowException:
             try:
-                c.create_registered_model(name, description="triage: A-to-Z risk and claim type (ONNX folder)")
+                c.create_registered_model(name, description="triage: A-to-Z risk and claim type, ONNX folder")
             except MlflowException:  # created meanwhile
                 c.get_registered_model(name)
         mv = c.create_model_version(

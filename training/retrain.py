@@ -116,7 +116,8 @@ def merge_corrections(seed: pd.DataFrame, corrections: pd.DataFrame | None, test
     train = pd.concat([kept_seed[list(SCHEMA)], use[list(SCHEMA)]], ignore_index=True).fillna("")
     extra = [c for c in use.columns if c not in SCHEMA and not c.startswith("_") and c != "line"]
     applied = use[[*SCHEMA, *extra]].reset_index(drop=True)
-    held = held_out[[c for c in held_out.columns if not c.startswith("_") and c != "line"]].reset_index(drop=True)
+    held = held_out[[c for c in held_out.columns if not c.startswith("_") and c != "line"]]
+    held = held.reset_index(drop=True)
     return Merge(train=train, applied=applied, held_out=held, seed_rows=len(seed),
                  correction_rows=len(corr), superseded=superseded)
 
@@ -178,7 +179,7 @@ class GateCheck:
     def drop(self) -> float | None:
         if self.champion is None or self.candidate is None:
             return None
-        return round((self.champion - self.candidate) * 100, 2)
+        return round((self.champion - self.candidate) * 100, 2) + 0.0  # no "-0.00"
 
     @property
     def passed(self) -> bool:
@@ -193,7 +194,7 @@ class GateCheck:
             return f"{self.metric}: {self.candidate:.4f} (the champion has no value)"
         verdict = "ok" if self.passed else "FAIL"
         return (f"{self.metric}: {self.candidate:.4f} vs champion {self.champion:.4f} "
-                f"({-(self.drop or 0.0):+.2f} points, allowed -{self.allowed_drop:.2f}) {verdict}")
+                f"({0.0 - (self.drop or 0.0):+.2f} points, allowed -{self.allowed_drop:.2f}) {verdict}")
 
 
 @dataclass(frozen=True)
@@ -284,8 +285,9 @@ class RetrainResult:
         before = (f"champion before: version {self.previous_champion.version}" if self.previous_champion
                   else "champion before: none")
         lines = [
-            f"training rows: {c['train_rows']} (seed {c['seed_rows']}; corrections: {c['corrections.applied']} "
-            f"applied = {c['corrections.new']} new + {c['corrections.overriding']} overriding a seed label "
+            f"training rows: {c['train_rows']} (seed {c['seed_rows']}; corrections: "
+            f"{c['corrections.applied']} applied = {c['corrections.new']} new + "
+            f"{c['corrections.overriding']} overriding a seed label "
             f"({c['corrections.relabelled']} relabelled); {c['corrections.held_out']} held out (test split); "
             f"{c['corrections.superseded']} superseded by newer ones)",
             f"MLflow run {self.run_id}" + (f" ({self.run_url})" if self.run_url else ""),
@@ -406,7 +408,8 @@ def retrain(
     else:
         registry.set_alias(settings, registry.CHALLENGER, registered.version)
         alias = registry.CHALLENGER
-    registry.set_run_tags(settings, run.run_id, {"registry.version": registered.version, "registry.alias": alias})
+    registry.set_run_tags(settings, run.run_id,
+                          {"registry.version": registered.version, "registry.alias": alias})
     registered = registry.get_version(
         settings, registry.ModelRef(settings.registered_model, version=registered.version)) or registered
     return RetrainResult(

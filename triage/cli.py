@@ -171,6 +171,27 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- label push / pull (Label Studio) -------------------------------------------------------------
+def cmd_label_push(args: argparse.Namespace) -> int:
+    from training.loop import push
+
+    print(push(_settings(), limit=args.limit).report())
+    return 0
+
+
+def cmd_label_pull(args: argparse.Namespace) -> int:
+    from training.loop import pull
+
+    print(pull(_settings()).report())
+    return 0
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
+    return int(value)
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="triage", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -221,21 +242,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channel")
     c.add_argument("--order-id")
 
-    r = add("retrain", cmd_retrain, "Retrain on the seed data plus reviewer corrections, log the run to MLflow, "
-            "register a version and make it `champion` if it passes the gate (else `challenger`).")
+    r = add("retrain", cmd_retrain, "Retrain on the seed data plus reviewer corrections, log the run to "
+            "MLflow, register a version and make it `champion` if it passes the gate (else `challenger`).")
     r.add_argument("--data", type=Path, help="seed training CSV (default: data/train.csv)")
     r.add_argument("--corrections", type=Path,
                    help="corrections CSV (default: data/corrections.csv when it exists)")
     r.add_argument("--test", type=Path, help="the fixed test split (default: data/test.csv)")
     r.add_argument("--c", type=float, default=10.0, help="inverse L2 strength of the heads (default 10)")
     r.add_argument("--no-promote", action="store_true",
-                   help="register as `challenger` even if the gate passes (promote later with `triage promote`)")
+                   help="register as `challenger` even if the gate passes (then `triage promote`)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
     pr = add("promote", cmd_promote, "Point a registry alias (default `champion`) at a model version: "
              "promotion and rollback alike.")
     pr.add_argument("--version", required=True, help="registered model version number")
     pr.add_argument("--alias", default="champion", help="alias to move (default champion)")
+
+    lb = sub.add_parser("label", help="The Label Studio loop: push tickets to review, pull corrections.",
+                        description="The Label Studio loop (TRIAGE_LABEL_STUDIO_URL / _TOKEN; a local one: "
+                        "scripts/label-studio start).")
+    lsub = lb.add_subparsers(dest="label_command", required=True, metavar="ACTION")
+    lp = lsub.add_parser("push", help="Send the logged tickets that most need a human (agents' misroutes, "
+                         "needs_review, model vs keyword disagreements, lowest confidence), never one twice.")
+    lp.add_argument("--limit", type=_positive_int, default=100, help="most tasks to send (default 100)")
+    lp.set_defaults(func=cmd_label_push)
+    ll = lsub.add_parser("pull", help="Add completed annotations to data/corrections.csv (idempotent).")
+    ll.set_defaults(func=cmd_label_pull)
     return p
 
 
@@ -258,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 # errors of `training` modules, looked up only once the command has imported them: importing them here
 # would pull torch and pandas into `serve` and `classify`
 _TRAINING_ERRORS = (
+    ("serving.predlog", "PredictionLogError"),
+    ("training.labelstudio", "LabelStudioError"),
+    ("training.loop", "LabelLoopError"),
     ("training.data", "DataError"),
     ("training.export", "ExportError"),
     ("training.encoders.transformer", "EncoderLoadError"),
