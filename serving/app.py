@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import __version__
 from serving.feedback import is_misroute, resolve_feedback
@@ -82,22 +82,63 @@ def folder_loader(settings: Settings) -> ServiceLoader:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with 413 before anything parses them."""
+    """Refuse non-JSON bodies (415) and bodies over `limit` bytes (413) before anything parses them.
+
+    A declared Content-Length is checked up front; a body without one (chunked) is read here up to the
+    limit and refused as soon as it passes it, so memory stays bounded either way.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app, self.limit = app, limit
 
+    def _refuse(self) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"request body over {self.limit // (1024 * 1024)} MB; send smaller messages"},
+            status_code=413,
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.limit:
-                response = JSONResponse(
-                    {"detail": f"request body over {self.limit // (1024 * 1024)} MB; send smaller messages"},
-                    status_code=413,
-                )
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope["method"] in ("POST", "PUT", "PATCH") and content_type and not content_type.endswith(b"json"):
+            response = JSONResponse({"detail": f"unsupported content type {content_type.decode('latin-1')!r}: "
+                                     "send the request as JSON (content-type: application/json)"}, status_code=415)
+            await response(scope, receive, send)
+            return
+        length = headers.get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.limit:
+                await self._refuse()(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def create_app(settings: Settings | None = None, loader: ServiceLoader | None = None) -> FastAPI:
