@@ -47,8 +47,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check . || true
 	$(BIN)/mypy serving training triage
 
+## encoder, served model, HTTP latency, memory, cold start and training time in one run (~5 min;
+## `make bench BENCH_ARGS=--quick` for ~2 min); prints a table, writes benchmarks/results/*.json
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -rf .cache var build *.egg-info

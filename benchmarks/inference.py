@@ -11,16 +11,18 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from benchmarks.stats import percentile, ratio
+from serving.app import classify_and_record
 from serving.model import Classifier, ModelBundle
 from serving.predlog import PredictionLog
 from serving.schemas import ClassifyRequest
-from serving.service import TriageService
+from serving.service import TriageService, respond
 
 BATCHES = (1, 32)
 
@@ -109,10 +111,15 @@ def encoder_speed(folder: Path, sets: MessageSets, rounds: int, threads: int) ->
         run(sets.long[:4])
     samples: dict[tuple[str, str, int], list[float]] = {}
     names = list(engines)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            for (s, b), batches in work.items():
-                samples.setdefault((name, s, b), []).append(ms_per_message(engines[name], batches))
+    try:
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                for (s, b), batches in work.items():
+                    samples.setdefault((name, s, b), []).append(ms_per_message(engines[name], batches))
+    finally:
+        import torch
+
+        torch.set_num_threads(info["torch_default_threads"])  # training-time runs use the default
     ms = {name: {s: {str(b): round(statistics.median(samples[(name, s, b)]), 3) for b in BATCHES}
                  for s in named} for name in names}
     ratios: dict[str, dict[str, dict[str, float]]] = {}
@@ -162,14 +169,16 @@ def int8_accuracy(folder: Path, test_csv: Path, threads: int) -> dict[str, Any]:
 
 # -- the served model's floor -----------------------------------------------------------------------
 class Floor:
-    """Per-message cost of each in-process layer of /classify, on the served graph, one message at a time.
+    """Per-message cost of each in-process layer of /classify on the served graph, one message at a time.
 
     `tokenize`: the tokenizer alone; `bare`: tokenizer + onnxruntime (`ModelBundle.infer`), the floor an
-    HTTP answer cannot beat; `service`: + routing policy and response model (`TriageService.classify`);
-    `logged`: + the prediction-log commit the route does before answering.
+    HTTP answer cannot beat; `respond`: keyword rules, language guess and response model for a ready
+    prediction; `log`: the prediction-log commit; `route`: all the route does in its worker thread
+    (`serving.app.classify_and_record`: inference + policy + response + commit). HTTP p50 minus `route`
+    p50 is what uvicorn, FastAPI, the thread hop and the loopback add.
     """
 
-    LAYERS = ("tokenize", "bare", "service", "logged")
+    LAYERS = ("tokenize", "bare", "respond", "log", "route")
 
     def __init__(self, folder: Path, texts: Sequence[str], threads: int) -> None:
         self.bundle = ModelBundle(folder, threads=threads, verify=False)
@@ -178,27 +187,29 @@ class Floor:
         self.plog = PredictionLog.open(f"sqlite:///{Path(self._tmp.name) / 'floor.db'}")
         self.texts = list(texts)
         self.requests = [ClassifyRequest(text=t) for t in self.texts]
+        self.predictions = self.service.classifier.predict(self.texts)
         self.samples: dict[str, list[list[float]]] = {k: [[] for _ in self.texts] for k in self.LAYERS}
         self.rounds = 0
         for t in self.texts[:8]:  # warm-up
             self.bundle.infer([t])
 
-    def _logged(self, req: ClassifyRequest) -> None:
-        self.plog.record([req], self.service.classify([req]))
-
     def run_round(self) -> None:
-        tokenize = self.bundle.tokenizer.encode_ids
-        steps: dict[str, Callable[[int], object]] = {
-            "tokenize": lambda i: tokenize([self.texts[i]]),
-            "bare": lambda i: self.bundle.infer([self.texts[i]]),
-            "service": lambda i: self.service.classify([self.requests[i]]),
-            "logged": lambda i: self._logged(self.requests[i]),
-        }
-        for i in range(len(self.texts)):
-            for layer, step in steps.items():
-                t0 = time.perf_counter()
-                step(i)
-                self.samples[layer][i].append(time.perf_counter() - t0)
+        tokenize, version = self.bundle.tokenizer.encode_ids, self.service.model_version
+        for i, (text, req, pred) in enumerate(zip(self.texts, self.requests, self.predictions, strict=True)):
+            now = datetime.now(UTC)
+            t0 = time.perf_counter()
+            tokenize([text])
+            t1 = time.perf_counter()
+            self.bundle.infer([text])
+            t2 = time.perf_counter()
+            response = respond(req, pred, version, now)
+            t3 = time.perf_counter()
+            self.plog.record([req], [response])
+            t4 = time.perf_counter()
+            classify_and_record(self.service, self.plog, [req])
+            t5 = time.perf_counter()
+            for layer, spent in zip(self.LAYERS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                self.samples[layer][i].append(spent)
         self.rounds += 1
 
     def summary(self) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def table(r: dict[str, Any]) -> str:
         out.append(f"Served graph in-process, one message at a time ({floor['messages']} test messages, "
                    f"median of {floor['rounds']} rounds each)")
         labels = {"tokenize": "tokenization alone", "bare": "bare onnxruntime + tokenization (floor)",
-                  "service": "+ routing policy and response model", "logged": "+ prediction-log commit"}
+                  "respond": "keywords + language + response model", "log": "prediction-log commit",
+                  "route": "the route's whole worker-thread call"}
         rows = [[labels[k], _fmt(floor[k]["p50_ms"], 3), _fmt(floor[k]["mean_ms"], 3), _fmt(floor[k]["p95_ms"], 3)]
                 for k in labels]
         out += _rows(["layer", "p50 ms", "mean ms", "p95 ms"], rows)
@@ -136,8 +137,10 @@ def table(r: dict[str, Any]) -> str:
     train = r.get("training")
     if train:
         out.append("Training wall time: training.train.fit (embeddings + heads), BANKING77, --target category")
-        rows = [[str(t["rows"]), t["cache"], _fmt(t["wall_s"]), _fmt(t["messages_per_s"], 0)] for t in train]
-        out += _rows(["rows", "cache", "wall s", "msg/s"], rows)
+        rows = [[str(t["rows"]), t["cache"], _fmt(t["wall_s"]), _fmt(t["messages_per_s"], 0),
+                 _fmt(t["stages_s"].get("load_encoder")), _fmt(t["stages_s"].get("embed_texts")),
+                 _fmt(t["stages_s"].get("fit_head"))] for t in train]
+        out += _rows(["rows", "cache", "wall s", "msg/s", "load encoder s", "embed s", "fit head s"], rows)
         out.append("")
     out.append("Targets (ratios from this run)")
     for t in r.get("targets", []):

@@ -35,7 +35,8 @@ ServiceLoader = Callable[[], TriageService]
 async def get_service(request: Request) -> TriageService:
     """The TriageService the lifespan loaded (module level, so route annotations resolve; async: no
     thread-pool hop for a lookup)."""
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: TriageService = request.app.state.service
+    return service
 
 
 Service = Annotated[TriageService, Depends(get_service)]

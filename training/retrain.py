@@ -302,8 +302,8 @@ class RetrainResult:
             lines.append(f"version {self.version} is now `{registry.CHAMPION}`; reload servers with "
                          "POST /admin/reload")
         else:
-            why = "" if not self.decision.passed else " (not promoted: --no-promote); promote it with " \
-                f"`triage promote --version {self.version}`"
+            why = "" if not self.decision.passed else " (registered without promotion: --no-promote); " \
+                f"promote it with `triage promote --version {self.version}`"
             lines.append(f"version {self.version} is `{self.alias}`{why}; the champion is unchanged")
         return "\n".join(lines)
 
@@ -384,7 +384,10 @@ def retrain(
 
     params: dict[str, Any] = {
         "encoder": config["encoder"]["id"], "c": c, "class_weight": cfg.class_weight, "seed": cfg.seed,
-        "risk_threshold": cfg.risk_threshold, "claim_type_threshold": cfg.claim_type_threshold,
+        # every other scalar training knob (e.g. the Tier-1 precision target), and the folder's thresholds
+        **{k: v for k, v in vars(cfg).items()
+           if k not in ("c", "encoder", "progress") and isinstance(v, int | float | str) and not isinstance(v, bool)},
+        **{f"review.{k}": v for k, v in config.get("review", {}).items()},
         "served_variant": config["default_variant"], "model_version": config["version"],
         "registered_model": settings.registered_model, "seed_data": str(data),
         "corrections": str(corrections) if corrections else "none", "test": str(test), "promote": promote,
