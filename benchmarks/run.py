@@ -122,7 +122,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     doc = (__doc__ or "").splitlines()
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=doc[0] if doc else None)
     p.add_argument("--model", help="model folder (default: the newest triage model under models/, trained if none)")
-    p.add_argument("--quick", action="store_true", help="fewer rounds and requests, no 10k training (~2-3 min)")
+    p.add_argument("--quick", action="store_true", help="fewer rounds and requests, no 10k-row training")
     p.add_argument("--test-data", type=Path, default=REPO / "data" / "test.csv", help="messages to time (test split)")
     p.add_argument("--train-data", type=Path, default=BANKING77, help="CSV for the training-time runs")
     p.add_argument("--skip-encoder", action="store_true", help="no encoder comparison (no torch import)")
