@@ -46,27 +46,14 @@ _WORDS: dict[str, frozenset[str]] = {
 SUPPORTED = ("fr", "it", "en")
 _TOKEN = re.compile(r"[a-z]+")
 
-# Built once at import instead of per message (same answers, ~2x cheaper; see benchmarks/README.md):
-# the combining marks (the accents NFKD splits off) of the Basic Multilingual Plane as one character
-# class (a class with the astral ones too is 40x slower to match; astral text takes the slow path)...
-_BMP_MARKS = re.compile("[" + "".join(re.escape(chr(cp)) for cp in range(0x10000)
-                                      if unicodedata.combining(chr(cp))) + "]")
-# ...and, for each known word, the indices (in _WORDS order) of the languages that list it
-_LANGS = tuple(_WORDS)
-_LANGS_OF: dict[str, tuple[int, ...]] = {}
-for _i, _lang in enumerate(_LANGS):
-    for _word in _WORDS[_lang]:
-        _LANGS_OF[_word] = (*_LANGS_OF.get(_word, ()), _i)
 
 
 def _fold(text: str) -> str:
     lowered = text.lower()
-    if lowered.isascii():  # nothing to decompose, no combining marks
+    if lowered.isascii():  # most messages: nothing to decompose
         return lowered
-    decomposed = _BMP_MARKS.sub("", unicodedata.normalize("NFKD", lowered))
-    if max(decomposed, default="") > "\uffff":
-        return "".join(c for c in decomposed if not unicodedata.combining(c))
-    return decomposed
+    decomposed = unicodedata.normalize("NFKD", lowered)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
 def detect_language(text: str) -> str:
@@ -74,12 +61,7 @@ def detect_language(text: str) -> str:
     tokens = _TOKEN.findall(_fold(text))
     if not tokens:
         return "other"
-    counts = [0] * len(_LANGS)
-    langs_of = _LANGS_OF.get
-    for token in tokens:
-        for i in langs_of(token, ()):
-            counts[i] += 1
-    scores = dict(zip(_LANGS, counts, strict=True))
+    scores = {lang: sum(t in words for t in tokens) for lang, words in _WORDS.items()}
     best = max(scores, key=lambda lang: scores[lang])
     if scores[best] == 0 or best not in SUPPORTED:
         return "other"
