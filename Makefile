@@ -44,8 +44,7 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
-	$(BIN)/mypy serving training triage
+	$(BIN)/mypy serving training triage benchmarks
 
 ## encoder, served model, HTTP latency, memory, cold start and training time in one run (~5 min;
 ## `make bench BENCH_ARGS=--quick` for ~2 min); prints a table, writes benchmarks/results/*.json

@@ -20,8 +20,16 @@ from serving.feedback import is_misroute, resolve_feedback
 from serving.model import Classifier, ModelError, find_latest, inference_slots
 from serving.predlog import PredictionLog, PredictionLogError, safe_url
 from serving.schemas import (
-    MAX_BATCH, BatchRequest, BatchResponse, ClassifyRequest, ClassifyResponse, ErrorResponse, FeedbackRequest,
-    FeedbackResponse, HealthResponse, VersionResponse,
+    MAX_BATCH,
+    BatchRequest,
+    BatchResponse,
+    ClassifyRequest,
+    ClassifyResponse,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    VersionResponse,
 )
 from serving.service import TriageService
 from serving.settings import Settings
@@ -232,7 +240,7 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
         try:
             new = await run_in_threadpool(load)
         except ModelError as err:
-            raise HTTPException(status_code=409, detail=f"reload failed, still serving the old model: {err}")
+            raise HTTPException(status_code=409, detail=f"reload failed, still serving the old model: {err}") from err
         request.app.state.service = new
         return version(new)
 
