@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+from tests.processes import clean_env, run_triage, triage_server
 
 if TYPE_CHECKING:  # importing training pulls torch: only where a test needs it
     from training.encoders import Encoder
@@ -110,14 +109,6 @@ def use_encoder() -> Encoder:
 
 
 # -- processes -------------------------------------------------------------------------------------
-def clean_env() -> dict[str, str]:
-    """This environment without TRIAGE_* settings, so a developer's shell cannot change what is tested."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 TriageCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -127,52 +118,16 @@ def triage_cli(tmp_path_factory: pytest.TempPathFactory) -> TriageCli:
     cwd = tmp_path_factory.mktemp("cli-cwd")
 
     def run(*args: str | Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "triage", *map(str, args)], cwd=cwd, env=clean_env(),
-                              capture_output=True, text=True, timeout=timeout)
+        return run_triage(*args, env=clean_env(), cwd=cwd, timeout=timeout)
 
     return run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def api_url(triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a real `triage serve` (uvicorn) process on the session model; always terminated."""
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log_path = folder / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "triage", "serve", "--model", str(triage_model.folder),
-             "--port", str(port), "--no-access-log"],
-            cwd=folder, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"triage serve exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"triage serve did not answer /health within 90 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    with triage_server(str(triage_model.folder), clean_env(), cwd=tmp_path_factory.mktemp("server"), wait=90) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
 
 
 @pytest.fixture(scope="session")

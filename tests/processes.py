@@ -1,8 +1,10 @@
-"""Real `triage` processes for the registry and loop tests: the CLI with a chosen environment, and a
-uvicorn server (`triage serve`) that is always terminated."""
+"""Real `triage` processes for the tests: the CLI with a chosen environment, and a uvicorn server
+(`triage serve`) that is always terminated."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +17,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import clean_env, free_port
+
+def clean_env() -> dict[str, str]:
+    """This environment without TRIAGE_* settings, so a developer's shell cannot change what is tested."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIAGE_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def triage_env(extra: Mapping[str, str | Path]) -> dict[str, str]:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TrainedModel, TriageCli, clean_env
+from tests.processes import clean_env
+
+from .conftest import TrainedModel, TriageCli
 
 TRIAGE_KEYS = {"n", "risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision",
                "claim_filed_recall"}

@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 
 from serving.predlog import PredictionLog, text_key
 from serving.settings import Settings
-from tests.conftest import TrainedModel, clean_env, free_port
+from tests.conftest import TrainedModel
+from tests.processes import clean_env, free_port
 from training import labeling
 from training.data import load_dataset
 from training.labeling import CORRECTION_COLUMNS

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.predlog import PredictionLog, normalize_text, safe_url, text_key
 from serving.settings import Settings
-from tests.conftest import TrainedModel, clean_env, free_port
+from tests.conftest import TrainedModel
+from tests.processes import clean_env, free_port
 
 MESSAGE = {
     "text": "Bonjour, commande 171-2233445-6677889 toujours pas reçue, livraison prévue le 12 mars. "

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from serving.settings import Settings
-from tests.conftest import TriageData, free_port
-from tests.processes import Traffic, run_triage, triage_env, triage_server
+from tests.conftest import TriageData
+from tests.processes import Traffic, free_port, run_triage, triage_env, triage_server
 from training import registry
 from training.registry import VersionInfo
 from training.retrain import RetrainResult, retrain

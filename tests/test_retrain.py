@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from serving.settings import Settings
-from tests.conftest import DATA, TriageData, free_port, read_rows, write_rows
-from tests.processes import run_triage, triage_env
+from tests.conftest import DATA, TriageData, read_rows, write_rows
+from tests.processes import free_port, run_triage, triage_env
 from training.data import file_sha256
 from training.retrain import (
     GatePolicy,

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import TrainedModel, clean_env
+from tests.processes import clean_env
+
+from .conftest import TrainedModel
 
 FORBIDDEN = ("torch", "sentence_transformers", "sklearn", "mlflow", "training", "transformers", "pandas",
              "matplotlib")
