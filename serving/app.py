@@ -12,7 +12,8 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import __version__
@@ -75,6 +76,15 @@ def classify_and_record(svc: TriageService, plog: PredictionLog,
     results = svc.classify(requests)
     record(plog, requests, results)
     return results
+
+
+def json_response(model: BaseModel) -> Response:
+    """Serialise an already validated response model once, in pydantic's Rust core.
+
+    Returning a Response skips FastAPI's second validation and encoding pass of the same object;
+    `response_model` on the route still documents the schema.
+    """
+    return Response(content=model.model_dump_json(), media_type="application/json")
 
 
 def folder_loader(settings: Settings) -> ServiceLoader:
@@ -183,17 +193,17 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.post("/classify", response_model=ClassifyResponse, tags=["classify"])
-    async def classify(req: ClassifyRequest, svc: Service, plog: PredLog) -> ClassifyResponse:
+    async def classify(req: ClassifyRequest, svc: Service, plog: PredLog) -> Response:
         """Risk, claim type, tier, queue, SLA and evidence checklist for one message."""
         # async route + one explicit hop: a sync route would pay a second hop to validate the response
         results = await to_thread.run_sync(classify_and_record, svc, plog, [req], limiter=inference)
-        return results[0]
+        return json_response(results[0])
 
     @app.post("/classify/batch", response_model=BatchResponse, tags=["classify"],
               description=f"Classify 1 to {MAX_BATCH} messages in one model pass.")
-    async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog) -> BatchResponse:
+    async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog) -> Response:
         results = await to_thread.run_sync(classify_and_record, svc, plog, req.messages, limiter=inference)
-        return BatchResponse(results=results)
+        return json_response(BatchResponse(results=results))
 
     @app.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],
               responses={404: {"model": ErrorResponse, "description": "No classification has this id"}})
