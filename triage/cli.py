@@ -115,8 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             find_latest(s.models_dir)
         except ModelError:
             print(f"no model under {s.models_dir}/: training the default model first", file=sys.stderr)
-            cmd_train(argparse.Namespace(data=None, test=None, no_test=False, target=None, out=None,
-                                         encoder=None, c=10.0, quiet=False))
+            cmd_train(build_parser().parse_args(["train"]))  # `triage train` with its defaults
     loader = None
     if s.model and s.model.startswith("models:/"):
         from training.registry import registry_loader
