@@ -12,7 +12,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from serving.labels import LANGUAGES  # noqa: E402
+from serving.labels import GROUNDS, LANGUAGES, RISKS  # noqa: E402
+from serving.predictor import Prediction  # noqa: E402
+from training.evaluate import confusion  # noqa: E402
 
 
 def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> Path:
@@ -58,3 +60,17 @@ def plot_per_language(reports: dict[str, dict[str, Any]], path: Path,
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_triage(folder: Path, risk_true: Sequence[str], claim_true: Sequence[str], preds: Sequence[Prediction],
+                report: dict[str, Any], keywords: dict[str, Any], name: str) -> list[Path]:
+    """The three plots of a triage evaluation: risk and claim-type confusion matrices, per-language bars."""
+    folder.mkdir(parents=True, exist_ok=True)
+    claim_labels = [*GROUNDS, "none"]
+    return [
+        plot_confusion(confusion(risk_true, [p.risk for p in preds], RISKS), list(RISKS),
+                       f"risk ({name})", folder / "confusion_risk.png"),
+        plot_confusion(confusion(claim_true, [p.claim_type for p in preds], claim_labels), claim_labels,
+                       f"claim_type ({name})", folder / "confusion_claim_type.png"),
+        plot_per_language({"model": report, "keywords": keywords}, folder / "per_language.png"),
+    ]

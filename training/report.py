@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from serving.keywords import KeywordTriage
-from serving.labels import GROUNDS, RISKS
 from serving.model import Classifier, ModelBundle, ModelError
 from training.data import load_dataset
 from training.evaluate import confusion, target_metrics, triage_report
 from training.modelcard import metrics_table
-from training.plots import plot_confusion, plot_per_language
+from training.plots import plot_confusion, plot_triage
 
 
 def evaluate_file(data: Path, folder: Path, target: str | None = None, variant: str | None = None,
@@ -44,14 +43,6 @@ def evaluate_file(data: Path, folder: Path, target: str | None = None, variant: 
     lines = [f"{data}: {report['n']} messages, model {bundle.version} ({bundle.variant}) vs keyword triage", "",
              metrics_table(report, keywords)]
     if plots_dir:
-        plots_dir.mkdir(parents=True, exist_ok=True)
-        claim_labels = [*GROUNDS, "none"]
-        paths = [
-            plot_confusion(confusion(df["risk"], [p.risk for p in preds], RISKS), list(RISKS),
-                           f"risk ({data.name})", plots_dir / "confusion_risk.png"),
-            plot_confusion(confusion(df["claim_type"], [p.claim_type for p in preds], claim_labels), claim_labels,
-                           f"claim_type ({data.name})", plots_dir / "confusion_claim_type.png"),
-            plot_per_language({"model": report, "keywords": keywords}, plots_dir / "per_language.png"),
-        ]
+        paths = plot_triage(plots_dir, df["risk"], df["claim_type"], preds, report, keywords, data.name)
         lines += ["", "plots: " + ", ".join(str(p) for p in paths)]
     return {"metrics": metrics, "text": "\n".join(lines)}

@@ -25,7 +25,7 @@ from serving.model import CONFIG, Classifier, ModelBundle, sha256_file
 from training import data as data_mod
 from training.embed import embed_texts
 from training.encoders import Encoder, load_encoder
-from training.evaluate import confusion, max_language_gap, target_metrics, triage_report
+from training.evaluate import max_language_gap, target_metrics, triage_report
 from training.export import (
     FP32_FILE,
     INT8_FILE,
@@ -38,7 +38,7 @@ from training.export import (
 )
 from training.heads import Head, choose_tier1_threshold, fit_head
 from training.modelcard import write_model_card
-from training.plots import plot_confusion, plot_per_language
+from training.plots import plot_triage
 
 log = logging.getLogger("triage.train")
 INT8_MAX_GAP_POINTS = 1.0
@@ -108,12 +108,11 @@ def drop_test_overlap(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig)
     return train.loc[~overlap].reset_index(drop=True)
 
 
-def evaluate_bundle(bundle: ModelBundle, test: pd.DataFrame, target: str | None) -> dict[str, Any]:
-    if target:
-        probs = bundle.predict_proba(test["text"].tolist())[target]
-        labels = bundle.heads[target]
-        return target_metrics(test[target].tolist(), [labels[i] for i in probs.argmax(1)])
-    return triage_report(test, Classifier(bundle).predict(test["text"].tolist()))
+def target_report(bundle: ModelBundle, test: pd.DataFrame, target: str) -> dict[str, Any]:
+    """n, accuracy and macro-F1 of a generic model's `target` head."""
+    probs = bundle.predict_proba(test["text"].tolist())[target]
+    labels = bundle.heads[target]
+    return target_metrics(test[target].tolist(), [labels[i] for i in probs.argmax(1)])
 
 
 def tier1_threshold(heads: list[Head]) -> float:
@@ -176,8 +175,10 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
         steps.update()
         metrics: dict[str, Any] = {"parity": parity, "counts": counts(trained.train_df, cfg.target)}
         if test is not None:
-            reports = {v: evaluate_bundle(ModelBundle(staging, v, verify=False), test, cfg.target)
-                       for v in ("fp32", "int8")}
+            bundles = {v: ModelBundle(staging, v, verify=False) for v in ("fp32", "int8")}
+            preds = {} if cfg.target else {v: Classifier(b).predict(test["text"].tolist()) for v, b in bundles.items()}
+            reports = {v: target_report(b, test, cfg.target) if cfg.target else triage_report(test, preds[v])
+                       for v, b in bundles.items()}
             steps.update()
             metrics["test"] = reports
             if cfg.target:
@@ -192,8 +193,9 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
                 if gap <= INT8_MAX_GAP_POINTS else f"int8 drops {gap} points somewhere (> {INT8_MAX_GAP_POINTS})"
             )
             if not cfg.target:
-                write_plots(staging, test, reports[config["default_variant"]], metrics["keyword_baseline"],
-                            ModelBundle(staging, config["default_variant"], verify=False))
+                variant = config["default_variant"]
+                plot_triage(staging, test["risk"], test["claim_type"], preds[variant], reports[variant],
+                            metrics["keyword_baseline"], "test split")
         else:
             metrics["default_variant_reason"] = "no test split given: fp32"
         steps.update()
@@ -207,17 +209,6 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def write_plots(folder: Path, test: pd.DataFrame, report: dict[str, Any], keywords: dict[str, Any],
-                bundle: ModelBundle) -> None:
-    preds = Classifier(bundle).predict(test["text"].tolist())
-    plot_confusion(confusion(test["risk"], [p.risk for p in preds], RISKS), list(RISKS),
-                   "risk (test split)", folder / "confusion_risk.png")
-    claim_labels = [*GROUNDS, "none"]
-    plot_confusion(confusion(test["claim_type"], [p.claim_type for p in preds], claim_labels), claim_labels,
-                   "claim_type (test split)", folder / "confusion_claim_type.png")
-    plot_per_language({"model": report, "keywords": keywords}, folder / "per_language.png")
 
 
 def counts(df: pd.DataFrame, target: str | None) -> dict[str, Any]:
