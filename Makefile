@@ -3,20 +3,27 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TORCH := torch==2.13.0
+LOCK := requirements.lock
+export HF_HUB_OFFLINE := 1
 
-.PHONY: install run serve train test test-fast lint bench services label-studio mlflow-server clean
+.PHONY: install run serve train test test-fast test-model lint format lock bench services services-stop \
+	label-studio mlflow-server clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=python3.x)"; exit 1; }
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	# the locked set (CPU torch included: constraints.txt), then the project itself without resolving again
+	$(BIN)/pip install -q -c constraints.txt -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## re-resolve requirements.lock from pyproject.toml (pip-tools), after changing a dependency
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --no-header --extra train --extra dev --strip-extras -c constraints.txt \
+		--output-file $(LOCK) pyproject.toml
 
 ## train the default model if there is none, then serve /classify on 127.0.0.1:8000
 run: $(STAMP)
@@ -34,17 +41,33 @@ mlflow-server: $(STAMP)
 
 services: label-studio mlflow-server
 
-## the whole test suite (what CI runs): starts the servers, then pytest
-test: $(STAMP) services
-	set -a && . var/label-studio/env && . var/mlflow-server/env && set +a && \
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+services-stop:
+	-scripts/label-studio stop
+	-scripts/mlflow-server stop
 
+## the whole test suite (what CI runs): starts the servers, runs every tier, stops the servers again
+test: $(STAMP)
+	@trap '$(MAKE) --no-print-directory services-stop' EXIT; \
+	$(MAKE) --no-print-directory services && \
+	set -a && . var/label-studio/env && . var/mlflow-server/env && set +a && \
+	$(BIN)/python -m pytest
+
+## the unit tier: no model, no servers (~15 s)
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow and not services"
+	$(BIN)/python -m pytest -m "not model and not services"
+
+## the unit and model tiers: a small real model trained once, no servers (~3 min)
+test-model: $(STAMP)
+	$(BIN)/python -m pytest -m "not services"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy serving training triage benchmarks
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy serving training loop triage benchmarks tests
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 ## encoder, served model, HTTP latency, memory, cold start and training time in one run (~5 min;
 ## `make bench BENCH_ARGS=--quick` for ~2 min); prints a table, writes benchmarks/results/*.json

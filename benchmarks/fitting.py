@@ -62,6 +62,7 @@ def training_time(source: Path, sizes: list[int | None], target: str = "category
     """
     import torch
 
+    from serving.settings import Settings
     from training import train as train_mod
 
     results = []
@@ -71,7 +72,8 @@ def training_time(source: Path, sizes: list[int | None], target: str = "category
             rows = write_subset(source, size, data)
             cache = Path(tmp) / f"cache-{size or 'all'}"
             for state in ("cold", "warm"):
-                cfg = train_mod.TrainConfig(data=data, target=target, cache_dir=cache, progress=False)
+                cfg = train_mod.TrainConfig.from_settings(
+                    Settings(), data=data, test=None, target=target, cache_dir=cache, progress=False)
                 with stage_timers(train_mod, ("load_encoder", "embed_texts", "fit_head")) as spent:
                     t0 = time.perf_counter()
                     trained = train_mod.fit(cfg)

@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.stats import percentile, ratio
-from serving.app import classify_and_record
 from serving.model import Classifier, ModelBundle
 from serving.predlog import PredictionLog
+from serving.routes import classify_and_record
 from serving.schemas import ClassifyRequest
 from serving.service import TriageService, respond
 

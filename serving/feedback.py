@@ -6,10 +6,10 @@ Agents often say only half ("this is routine", "it's a customs problem"); the la
 
 from __future__ import annotations
 
-from serving.labels import TIER1_RISKS, consistent
+from serving.labels import TIER1_RISKS, ClaimType, Risk, consistent
 
 
-def check_labels(risk: str | None, claim_type: str | None) -> None:
+def check_labels(risk: Risk | None, claim_type: ClaimType | None) -> None:
     """Raise ValueError unless at least one label is given and a given pair follows the guide."""
     if risk is None and claim_type is None:
         raise ValueError("give risk, claim_type or both: what the ticket really was")
@@ -20,8 +20,8 @@ def check_labels(risk: str | None, claim_type: str | None) -> None:
         )
 
 
-def resolve_feedback(predicted_risk: str, predicted_claim_type: str, risk: str | None,
-                     claim_type: str | None) -> tuple[str, str | None]:
+def resolve_feedback(predicted_risk: Risk, predicted_claim_type: ClaimType, risk: Risk | None,
+                     claim_type: ClaimType | None) -> tuple[Risk, ClaimType | None]:
     """The (risk, claim_type) the agent reported, completed by the guide's rule and the prediction.
 
     - both given: as given (they must be consistent);
@@ -45,5 +45,6 @@ def resolve_feedback(predicted_risk: str, predicted_claim_type: str, risk: str |
 
 
 def is_misroute(predicted_risk: str, predicted_claim_type: str, risk: str, claim_type: str | None) -> bool:
-    """Whether the reported labels differ from the prediction: the misroute signal."""
+    """Whether the reported labels differ from the prediction: the misroute signal (a reported risk with no
+    ground differs only if the risk does)."""
     return risk != predicted_risk or (claim_type is not None and claim_type != predicted_claim_type)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from serving.predictor import Prediction
+from serving.labels import ClaimType, Risk
+from serving.prediction import Prediction
 
 # (pattern, risk, claim_type): the first match wins. Matching is case-insensitive, on the raw text,
 # exactly like the helpdesk rules it reproduces (no accent folding, no stemming).
-RULES: tuple[tuple[str, str, str], ...] = (
+RULES: tuple[tuple[str, Risk, ClaimType], ...] = (
     (r"a-to-z|a à z|dalla a alla z", "claim_filed", "other"),
     (r"not delivered|non livré|non consegnato", "at_risk", "not_received"),
     (r"not as described|non conforme à la description|non come descritto", "at_risk", "not_as_described"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from serving.labels import Language
+
 _WORDS: dict[str, frozenset[str]] = {
     "fr": frozenset(
         "le la les un une des du de et est je j il elle nous vous ils pas ne n mon ma mes votre vos "
@@ -43,7 +45,7 @@ _WORDS: dict[str, frozenset[str]] = {
     ),
     "nl": frozenset("de het een en is ik niet mijn bestelling pakket nog geen bedankt hallo met".split()),
 }
-SUPPORTED = ("fr", "it", "en")
+SUPPORTED: dict[str, Language] = {"fr": "fr", "it": "it", "en": "en"}
 _TOKEN = re.compile(r"[a-z]+")
 
 
@@ -56,7 +58,7 @@ def _fold(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def detect_language(text: str) -> str:
+def detect_language(text: str) -> Language:
     """The most likely of fr/it/en, or `other` when no supported language clearly leads."""
     tokens = _TOKEN.findall(_fold(text))
     if not tokens:
@@ -68,4 +70,4 @@ def detect_language(text: str) -> str:
     # a supported language must beat every unsupported one outright
     if any(scores[o] >= scores[best] for o in _WORDS if o not in SUPPORTED):
         return "other"
-    return best
+    return SUPPORTED[best]

@@ -6,19 +6,21 @@ triage policy on top: consistent risk / claim_type, `needs_review`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from serving.labels import CLAIM_TYPES, RISKS
-from serving.predictor import Prediction
+from serving.errors import TriageError
+from serving.files import sha256_file, write_json
+from serving.labels import CLAIM_TYPES, RISKS, ClaimType, Risk
+from serving.prediction import Prediction
 from serving.tokenizer import load_tokenizer, pad
 
 CONFIG = "config.json"
@@ -29,16 +31,20 @@ MANIFEST = "manifest.json"
 TOKEN_BUDGET = 512
 
 
-class ModelError(RuntimeError):
+class ModelError(TriageError):
     """A model folder that cannot be served (missing, incomplete, corrupted)."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def write_manifest(folder: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """sha256 of every file in the folder; written last, so its presence marks a complete model."""
+    files = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    manifest = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": files} | (extra or {})
+    write_json(folder / MANIFEST, manifest)
+    return manifest
 
 
 def verify_manifest(folder: Path) -> dict[str, Any]:
@@ -94,11 +100,12 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
 @dataclass(frozen=True)
 class ReviewPolicy:
-    """Routing and review thresholds, stored in the model folder's config.json (`review`)."""
+    """Routing and review thresholds, stored in the model folder's config.json (`review`), chosen at
+    training time (Settings gives the defaults)."""
 
-    risk_threshold: float = 0.6  # needs_review below this probability of the chosen risk
-    claim_type_threshold: float = 0.45  # needs_review below this probability of the chosen ground
-    tier1_threshold: float = 0.5  # Tier 1 when P(claim_filed) + P(at_risk) reaches this
+    risk_threshold: float  # needs_review below this probability of the chosen risk
+    claim_type_threshold: float  # needs_review below this probability of the chosen ground
+    tier1_threshold: float  # Tier 1 when P(claim_filed) + P(at_risk) reaches this
 
 
 class ModelBundle:
@@ -172,8 +179,17 @@ class Classifier:
                 "claim_type); evaluate it with `triage evaluate --target`"
             )
         self.bundle = bundle
-        self.policy = policy or ReviewPolicy(**bundle.config.get("review", {}))
+        self.policy = policy or ReviewPolicy(**bundle.config["review"])
         self.version = bundle.version
+        # the heads' labels as the label types (a folder with other labels is not a triage model)
+        risks: dict[str, Risk] = {r: r for r in RISKS}
+        claim_types: dict[str, ClaimType] = {c: c for c in CLAIM_TYPES}
+        unknown = [x for x in bundle.heads["risk"] if x not in risks]
+        unknown += [x for x in bundle.heads["claim_type"] if x not in claim_types or x == "none"]
+        if unknown:
+            raise ModelError(f"{bundle.folder}: unknown labels {unknown} in its heads")
+        self._risk_labels = [risks[x] for x in bundle.heads["risk"]]
+        self._ground_labels = [claim_types[x] for x in bundle.heads["claim_type"]]
 
     @classmethod
     def load(cls, folder: Path | str, variant: str | None = None, threads: int = 0) -> Classifier:
@@ -184,21 +200,19 @@ class Classifier:
         return [self._decide(probs["risk"][i], probs["claim_type"][i]) for i in range(len(texts))]
 
     def _decide(self, risk_p: np.ndarray, ground_p: np.ndarray) -> Prediction:
-        risk_labels = self.bundle.heads["risk"]
-        ground_labels = self.bundle.heads["claim_type"]
-        risk_scores = {r: 0.0 for r in RISKS} | {r: float(p) for r, p in zip(risk_labels, risk_p, strict=True)}
+        ground_labels = self._ground_labels
+        risk_scores: dict[str, float] = {r: 0.0 for r in RISKS}
+        risk_scores |= {r: float(p) for r, p in zip(self._risk_labels, risk_p, strict=True)}
         p_routine = risk_scores["routine"]
+        risk: Risk = "routine"
         if 1.0 - p_routine >= self.policy.tier1_threshold:
-            risk = max(("claim_filed", "at_risk"), key=lambda r: risk_scores[r])
-        else:
-            risk = "routine"
+            risk = "claim_filed" if risk_scores["claim_filed"] >= risk_scores["at_risk"] else "at_risk"
         # P(claim_type) = P(routine) for `none`, else P(Tier 1) * P(ground | Tier 1)
-        claim_scores = {c: 0.0 for c in CLAIM_TYPES}
+        claim_scores: dict[str, float] = {c: 0.0 for c in CLAIM_TYPES}
         claim_scores["none"] = p_routine
         for g, p in zip(ground_labels, ground_p, strict=True):
             claim_scores[g] = (1.0 - p_routine) * float(p)
-        best_ground = ground_labels[int(np.argmax(ground_p))]
-        claim_type = "none" if risk == "routine" else best_ground
+        claim_type: ClaimType = "none" if risk == "routine" else ground_labels[int(np.argmax(ground_p))]
         needs_review = risk_scores[risk] < self.policy.risk_threshold or (
             risk != "routine" and float(np.max(ground_p)) < self.policy.claim_type_threshold
         )

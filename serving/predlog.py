@@ -8,9 +8,6 @@ committed transaction across a process crash).
 
 from __future__ import annotations
 
-import hashlib
-import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from serving.errors import TriageError
+from serving.feedback import is_misroute
+from serving.labels import ClaimType, Risk, message_key
+from serving.masking import mask_text, mask_url
 from serving.schemas import ClassifyRequest, ClassifyResponse
 
 SQLITE_BUSY_TIMEOUT_S = 10
@@ -87,17 +88,7 @@ label_tasks = sa.Table(
 )
 
 
-def normalize_text(text: str) -> str:
-    """The form two copies of one message share: NFKC, case-folded, whitespace collapsed."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().casefold()
-
-
-def text_key(text: str) -> str:
-    """sha256 of the normalised text: the identity of a message for "never sent twice"."""
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
-
-
-class PredictionLogError(RuntimeError):
+class PredictionLogError(TriageError):
     """The prediction log's database cannot be used (its message never contains credentials)."""
 
 
@@ -108,12 +99,12 @@ class LoggedPrediction:
     request_id: str
     created_at: datetime
     text: str
-    text_key: str
+    text_key: str  # serving.labels.message_key(text)
     channel: str | None
     order_id: str | None
     received_at: datetime | None
-    risk: str
-    claim_type: str
+    risk: Risk
+    claim_type: ClaimType
     risk_scores: dict[str, float]
     claim_type_scores: dict[str, float]
     needs_review: bool
@@ -121,18 +112,25 @@ class LoggedPrediction:
     keyword_risk: str
     keyword_claim_type: str
     model_version: str
-    feedback_risk: str | None = None
-    feedback_claim_type: str | None = None
+    feedback_risk: Risk | None = None
+    feedback_claim_type: ClaimType | None = None
     feedback_agent: str | None = None
     feedback_at: datetime | None = None
+
+    @property
+    def misroute(self) -> bool:
+        """An agent reported labels other than the model's."""
+        if self.feedback_risk is None:
+            return False
+        return is_misroute(self.risk, self.claim_type, self.feedback_risk, self.feedback_claim_type)
 
 
 @dataclass(frozen=True)
 class FeedbackRecord:
     id: int
     request_id: str
-    risk: str
-    claim_type: str | None
+    risk: Risk
+    claim_type: ClaimType | None
     agent: str
     created_at: datetime
 
@@ -154,14 +152,6 @@ def _reason(err: SQLAlchemyError) -> str:
     return f"{type(orig).__name__}: {orig}" if orig is not None else type(err).__name__
 
 
-def safe_url(url: str) -> str:
-    """The URL without its password, fit for logs and error messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL: say nothing of it
-        return "<unparsable database URL>"
-
-
 class PredictionLog:
     """The prediction log on one database. Thread-safe; one instance per process."""
 
@@ -180,7 +170,8 @@ class PredictionLog:
         try:
             self.engine: sa.Engine = sa.create_engine(url, **kwargs)
         except Exception as err:
-            raise PredictionLogError(f"cannot open the prediction log at {safe_url(url)}: {err}") from err
+            raise PredictionLogError(
+                f"cannot open the prediction log at {mask_url(url)}: {mask_text(str(err))}") from err
         if parsed.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._insert_predictions = sa.insert(predictions)  # built once: the hot path reuses it
@@ -197,7 +188,7 @@ class PredictionLog:
             metadata.create_all(self.engine)
         except SQLAlchemyError as err:
             raise PredictionLogError(
-                f"cannot create the prediction log tables at {safe_url(self.url)}: {type(err).__name__}"
+                f"cannot create the prediction log tables at {mask_url(self.url)}: {type(err).__name__}"
             ) from err
 
     def close(self) -> None:
@@ -211,7 +202,7 @@ class PredictionLog:
         rows = [
             {
                 "request_id": res.request_id, "created_at": created, "text": req.text,
-                "text_key": text_key(req.text), "channel": req.channel, "order_id": req.order_id,
+                "text_key": message_key(req.text), "channel": req.channel, "order_id": req.order_id,
                 "received_at": req.received_at, "risk": res.risk, "claim_type": res.claim_type,
                 "risk_scores": res.risk_scores, "claim_type_scores": res.claim_type_scores,
                 "needs_review": res.needs_review, "language": res.language,
@@ -231,7 +222,7 @@ class PredictionLog:
         found = self.list_predictions(request_ids=[request_id])
         return found[0] if found else None
 
-    def add_feedback(self, request_id: str, risk: str, claim_type: str | None, agent: str,
+    def add_feedback(self, request_id: str, risk: Risk, claim_type: ClaimType | None, agent: str,
                      now: datetime | None = None) -> FeedbackRecord:
         created = now or datetime.now(UTC)
         try:

@@ -8,12 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.feedback import check_labels
-
-Risk = Literal["claim_filed", "at_risk", "routine"]
-ClaimType = Literal[
-    "not_received", "damaged_defective", "not_as_described", "return_refund", "customs_fees", "other", "none"
-]
-Language = Literal["fr", "it", "en", "other"]
+from serving.labels import ClaimType, Language, Risk, Tier
 
 MAX_TEXT_CHARS = 20_000
 MAX_BATCH = 64
@@ -43,7 +38,7 @@ class ClassifyRequest(BaseModel):
 
 
 class KeywordTriageResult(BaseModel):
-    tier: Literal[1, 2]
+    tier: Tier
     risk: Risk
     claim_type: ClaimType
 
@@ -54,7 +49,7 @@ class ClassifyResponse(BaseModel):
     risk_scores: dict[str, float]
     claim_type: ClaimType
     claim_type_scores: dict[str, float]
-    tier: Literal[1, 2]
+    tier: Tier
     queue: str
     tags: list[str]
     sla_due_at: datetime

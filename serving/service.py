@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from serving.keywords import keyword_triage
 from serving.labels import CRISIS_TAG, EVIDENCE, QUEUES, SLA
 from serving.language import detect_language
-from serving.model import Classifier
-from serving.predictor import Prediction
+from serving.model import Classifier, ModelError, find_latest
+from serving.prediction import Prediction
 from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
+from serving.settings import Settings
 
 
 def sla_due(received_at: datetime | None, tier: int, now: datetime) -> datetime:
@@ -28,19 +30,19 @@ def respond(req: ClassifyRequest, pred: Prediction, model_version: str, now: dat
     tier = pred.tier
     return ClassifyResponse(
         request_id=request_id or uuid.uuid4().hex,
-        risk=pred.risk,  # type: ignore[arg-type]
+        risk=pred.risk,
         risk_scores={k: round(v, 4) for k, v in pred.risk_scores.items()},
-        claim_type=pred.claim_type,  # type: ignore[arg-type]
+        claim_type=pred.claim_type,
         claim_type_scores={k: round(v, 4) for k, v in pred.claim_type_scores.items()},
-        tier=tier,  # type: ignore[arg-type]
+        tier=tier,
         queue=QUEUES[tier],
         tags=[CRISIS_TAG] if pred.risk == "claim_filed" else [],
         sla_due_at=sla_due(req.received_at, tier, now),
         evidence=list(EVIDENCE[pred.claim_type]),
-        language=language,  # type: ignore[arg-type]
+        language=language,
         # messages in a language the model was not built for always go to a human
         needs_review=pred.needs_review or language == "other",
-        keyword_triage=KeywordTriageResult(tier=kw.tier, risk=kw.risk, claim_type=kw.claim_type),  # type: ignore[arg-type]
+        keyword_triage=KeywordTriageResult(tier=kw.tier, risk=kw.risk, claim_type=kw.claim_type),
         model_version=model_version,
     )
 
@@ -62,3 +64,20 @@ class TriageService:
         preds = self.classifier.predict([r.text for r in requests])
         now = datetime.now(UTC)
         return [respond(r, p, self.model_version, now) for r, p in zip(requests, preds, strict=True)]
+
+
+# What the app calls to (re)load its model: at start and at every POST /admin/reload.
+ServiceLoader = Callable[[], TriageService]
+
+
+def folder_loader(settings: Settings) -> ServiceLoader:
+    """Load `settings.model` (a folder) or the newest folder under `settings.models_dir`."""
+
+    def load() -> TriageService:
+        source = settings.model
+        if source and source.startswith("models:/"):
+            raise ModelError(f"{source}: registry models need the training install (`triage serve` resolves them)")
+        folder = Path(source) if source else find_latest(settings.models_dir)
+        return TriageService(Classifier.load(folder, threads=settings.threads), source=str(folder))
+
+    return load

@@ -33,6 +33,19 @@ class Settings(BaseSettings):
         "sentence-transformers model name or folder.",
     )
     seed: int = 13
+    head_c: float = Field(default=10.0, gt=0, description="inverse L2 strength of the logistic-regression heads")
+    tier1_precision: float = Field(
+        default=0.9, gt=0, le=1,
+        description="out-of-fold Tier-1 precision the routing threshold is chosen for at training time",
+    )
+    review_threshold: float = Field(
+        default=0.6, ge=0, le=1,
+        description="needs_review when the probability of the chosen risk is below this (stored in the model)",
+    )
+    claim_type_review_threshold: float = Field(
+        default=0.45, ge=0, le=1,
+        description="needs_review when the probability of the chosen Tier-1 claim type is below this",
+    )
 
     # serving
     host: str = "127.0.0.1"
@@ -42,10 +55,6 @@ class Settings(BaseSettings):
         description="onnxruntime intra-op threads per inference call; 0 = 1. The service runs one call per "
         "`threads` cores at a time, so concurrent requests share the cores.",
     )
-    review_threshold: float = Field(
-        default=0.6, description="needs_review when the top risk probability is below this"
-    )
-    claim_type_review_threshold: float = 0.45
 
     # prediction log and labeling loop
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite in var_dir")
@@ -55,6 +64,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
     mlflow_experiment: str = "triage"
     registered_model: str = "triage"
+    mlflow_http_retries: int = Field(
+        default=2, ge=0, description="retries of an MLflow HTTP call (MLflow's own default waits ~4 minutes)"
+    )
+    mlflow_http_timeout: int = Field(default=60, gt=0, description="seconds per MLflow HTTP call")
 
     @property
     def db_url(self) -> str:

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,12 +21,25 @@ from tests.processes import clean_env, run_triage, triage_server
 
 if TYPE_CHECKING:  # importing training pulls torch: only where a test needs it
     from training.encoders import Encoder
+    from training.train import TrainConfig
 
 # No network in tests: the Hugging Face libraries must fail fast instead of retrying a download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
+# fixtures that build or load a real model: a test that uses one (even indirectly) is in the `model` tier
+MODEL_FIXTURES = frozenset({"triage_model", "use_encoder"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by what it needs, so each tier says what it costs: nothing (the unit tier,
+    seconds), a model (`model`: trained once per session), servers (`services`: Label Studio, MLflow)."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
 DATA = REPO / "data"
 SHARED = REPO.parent / "shared"
 TRIAGE_KEY = ("language", "risk", "claim_type")
@@ -63,6 +76,14 @@ def stratified_subset(src: Path, dst: Path, per_group: int, key: Sequence[str] =
 
 
 # -- the session model ------------------------------------------------------------------------------
+def train_config(**overrides: Any) -> TrainConfig:
+    """A training run with the default settings (no .env, no TRIAGE_* of the shell) and `overrides`."""
+    from serving.settings import Settings
+    from training.train import TrainConfig
+
+    return TrainConfig.from_settings(Settings(_env_file=None), **overrides)  # type: ignore[call-arg]
+
+
 @dataclass(frozen=True)
 class TriageData:
     train: Path
@@ -91,11 +112,11 @@ def triage_data(tmp_path_factory: pytest.TempPathFactory) -> TriageData:
 @pytest.fixture(scope="session")
 def triage_model(triage_data: TriageData, tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     """A real triage model (USE encoder, ONNX fp32 + int8, evaluated on the test subset), trained once."""
-    from training.train import TrainConfig, train
+    from training.train import train
 
     root = tmp_path_factory.mktemp("triage-model")
-    cfg = TrainConfig(data=triage_data.train, test=triage_data.test, models_dir=root / "models",
-                      cache_dir=root / "cache", progress=False)
+    cfg = train_config(data=triage_data.train, test=triage_data.test, models_dir=root / "models",
+                       cache_dir=root / "cache", progress=False)
     folder = train(cfg)
     return TrainedModel(folder, cfg.models_dir, root / "cache", triage_data)
 

@@ -16,7 +16,7 @@ from .conftest import TrainedModel
 RISKS = {"claim_filed", "at_risk", "routine"}
 CLAIM_TYPES = {"not_received", "damaged_defective", "not_as_described", "return_refund", "customs_fees",
                "other", "none"}
-# the labeling guide's evidence checklist, copied from ../shared/labeling-guide.md
+# the labeling guide's evidence checklist, copied from docs/labeling-guide.md
 EVIDENCE = {
     "not_received": ["tracking number", "carrier", "delivery date and time", "proof of delivery / signature"],
     "damaged_defective": ["photos", "inventory/dispatch records", "packaging"],

@@ -69,8 +69,6 @@ def test_evaluate_json(triage_cli: TriageCli, triage_model: TrainedModel) -> Non
         assert set(result["per_language"][lang]) >= TRIAGE_KEYS
         assert result["keyword_baseline"]["per_language"][lang]["n"] == result["per_language"][lang]["n"]
     assert set(result["keyword_baseline"]) >= TRIAGE_KEYS
-    for key in TRIAGE_KEYS - {"n"}:
-        assert 0 <= result[key] <= 1
     # the same numbers the build wrote into the model folder for its served variant
     metrics = json.loads((triage_model.folder / "metrics.json").read_text())
     served = metrics["test"][result["variant"]]

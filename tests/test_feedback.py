@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.labels import CLAIM_TYPES, RISKS
+from serving.feedback import resolve_feedback
+from serving.labels import CLAIM_TYPES, RISKS, ClaimType, Risk
 from serving.predlog import PredictionLog
 from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
 from serving.settings import Settings
@@ -128,3 +129,18 @@ def test_a_missing_request_id_is_422(app_and_log: tuple[TestClient, PredictionLo
     client, _ = app_and_log
     res = client.post("/feedback", json={"risk": "routine", "agent": "ana"})
     assert res.status_code == 422 and "request_id" in res.text
+
+
+@pytest.mark.parametrize(("predicted", "given", "expected"), [
+    (("routine", "none"), ("at_risk", "customs_fees"), ("at_risk", "customs_fees")),
+    (("at_risk", "not_received"), ("routine", None), ("routine", "none")),
+    (("at_risk", "not_received"), ("claim_filed", None), ("claim_filed", "not_received")),
+    (("routine", "none"), ("at_risk", None), ("at_risk", None)),
+    (("at_risk", "not_received"), (None, "none"), ("routine", "none")),
+    (("claim_filed", "other"), (None, "damaged_defective"), ("claim_filed", "damaged_defective")),
+    (("routine", "none"), (None, "damaged_defective"), ("at_risk", "damaged_defective")),
+])
+def test_feedback_is_completed_by_the_guides_rule_and_the_prediction(
+        predicted: tuple[Risk, ClaimType], given: tuple[Risk | None, ClaimType | None],
+        expected: tuple[Risk, ClaimType | None]) -> None:
+    assert resolve_feedback(*predicted, *given) == expected

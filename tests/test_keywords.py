@@ -9,7 +9,7 @@ import pytest
 
 from serving.keywords import KeywordTriage, keyword_triage
 from serving.model import Classifier
-from serving.predictor import Prediction
+from serving.prediction import Prediction
 
 from .conftest import TrainedModel
 

@@ -19,15 +19,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.predlog import PredictionLog, text_key
+from loop.corrections import COLUMNS as CORRECTION_COLUMNS
+from loop.labelstudio import LabelStudioClient, LabelStudioError
+from loop.pull import pull
+from loop.push import push
+from loop.tasks import REASONS, prioritize
+from serving.labels import message_key
+from serving.predlog import PredictionLog
 from serving.settings import Settings
 from tests.conftest import TrainedModel
 from tests.processes import clean_env, free_port
-from training import labeling
 from training.data import load_dataset
-from training.labeling import CORRECTION_COLUMNS
-from training.labelstudio import LabelStudioClient, LabelStudioError
-from training.loop import pull, push
 
 pytestmark = pytest.mark.services
 
@@ -113,10 +115,10 @@ def test_push_creates_the_project_once_and_sends_in_priority_order(loop: Loop) -
     assert [t["id"] for t in tasks] == first.task_ids + rest.task_ids
     assert len({t["data"]["text_key"] for t in tasks}) == len(tasks) == len(MESSAGES)
     # the order is the priority of what the log knows: the agent's misroute first
-    expected = labeling.prioritize(loop.plog.list_predictions())
+    expected = prioritize(loop.plog.list_predictions())
     assert [t["data"]["text_key"] for t in tasks] == [p.text_key for p in expected]
     assert tasks[0]["data"]["request_id"] == loop.misroute_id
-    reasons = [labeling.REASONS.index(t["data"]["reason"]) for t in tasks]
+    reasons = [REASONS.index(t["data"]["reason"]) for t in tasks]
     assert reasons == sorted(reasons)
 
 
@@ -127,7 +129,7 @@ def test_tasks_carry_the_models_answer_as_a_pre_annotation(loop: Loop) -> None:
     for task in tasks:
         data = task["data"]
         logged = loop.plog.get(data["request_id"])
-        assert logged is not None and data["text_key"] == text_key(logged.text)
+        assert logged is not None and data["text_key"] == message_key(logged.text)
         preds = loop.client.sdk.predictions.list(task=int(task["id"]))
         assert len(preds) == 1
         pred = preds[0]
@@ -215,7 +217,7 @@ def test_label_studio_down_is_a_clear_error_that_changes_nothing_and_a_retry_wor
     assert (path.read_bytes(), loop.plog.counts(), loop.plog.sent_keys(project)) == before
     retry = push(loop.settings)  # against the real server: the new message goes, and only it
     assert retry.sent == 1
-    assert loop.plog.sent_keys(project) - before[2] == {text_key(text)}
+    assert loop.plog.sent_keys(project) - before[2] == {message_key(text)}
     assert pull(loop.settings).total == 2
 
 

@@ -26,7 +26,7 @@ from serving.settings import Settings
 from tests.conftest import DATA
 from tests.processes import run_triage, triage_env, triage_server
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.model]
 
 URL_VAR, TOKEN_VAR = "TRIAGE_LABEL_STUDIO_URL", "TRIAGE_LABEL_STUDIO_TOKEN"
 CORRECT = ("at_risk", "damaged_defective")
@@ -79,7 +79,7 @@ def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempP
                         label_studio_url=env[URL_VAR], label_studio_token=SecretStr(env[TOKEN_VAR]),
                         label_studio_project=env["TRIAGE_LABEL_STUDIO_PROJECT"])
     yield Stack(settings, env, root, name)
-    from training.labelstudio import LabelStudioClient
+    from loop.labelstudio import LabelStudioClient
 
     ls = LabelStudioClient.from_settings(settings)
     project = ls.find_project(settings.label_studio_project)
@@ -99,7 +99,7 @@ def cli(stack: Stack, *args: str) -> str:
 
 
 def test_reviewer_corrections_reach_the_served_model(stack: Stack) -> None:
-    from training.labelstudio import LabelStudioClient
+    from loop.labelstudio import LabelStudioClient
 
     first = cli(stack, "retrain", "--quiet")  # the seed model becomes the first champion
     assert f"registered models:/{stack.name}/1" in first and "version 1 is now `champion`" in first

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 from serving.settings import Settings
 from tests.conftest import REPO, TrainedModel, TriageData
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.model]
 
 NOTEBOOK = REPO / "notebooks" / "retrain.ipynb"
 URL_VAR, TOKEN_VAR = "TRIAGE_LABEL_STUDIO_URL", "TRIAGE_LABEL_STUDIO_TOKEN"
@@ -47,10 +47,10 @@ def test_the_retrain_notebook_runs_end_to_end(
     if not (os.environ.get(URL_VAR) and os.environ.get(TOKEN_VAR)):
         pytest.skip(f"{URL_VAR} / {TOKEN_VAR} are not set: scripts/label-studio start, then source "
                     "var/label-studio/env (`make test` does both)")
+    from loop import registry
+    from loop.labelstudio import LabelStudioClient
+    from loop.push import push
     from serving.app import create_app
-    from training import registry
-    from training.labelstudio import LabelStudioClient
-    from training.loop import push
 
     data = tmp_path / "data"
     data.mkdir()

@@ -12,14 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loop import registry
+from loop.promote import promote
+from loop.registry import VersionInfo
+from loop.retrain import RetrainResult, retrain
 from serving.settings import Settings
 from tests.conftest import TriageData
 from tests.processes import Traffic, free_port, run_triage, triage_env, triage_server
-from training import registry
-from training.registry import VersionInfo
-from training.retrain import RetrainResult, retrain
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.model]
 
 
 @dataclass
@@ -52,7 +53,7 @@ def served_registry(mlflow_uri: str, triage_data: TriageData, embedding_cache: P
     second = registry.get_version(s, f"models:/{name}/2")
     assert second is not None and second.aliases == ("champion",)
     # back to version 1 as champion, so serving starts there
-    registry.promote(s, "1")
+    promote(s, "1")
     return Registry(s, env, root, first, second)
 
 
@@ -116,7 +117,7 @@ def test_serve_from_the_registry_reload_without_failed_requests_and_rollback(ser
             assert api.get("/version").json()["registry_version"] == "1"
             assert api.post("/classify", json={"text": "hello"}).status_code == 200
         finally:
-            registry.promote(reg.settings, "1")
+            promote(reg.settings, "1")
 
 
 def test_serving_an_unknown_registered_model_fails_clearly(served_registry: Registry) -> None:

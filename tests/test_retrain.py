@@ -1,5 +1,5 @@
-"""`triage retrain` / `triage promote` on a local MLflow store (sqlite in tmp, no server): the merge of
-corrections, the gate, one tracked run per retrain, registration, aliases, the registry cache."""
+"""`triage retrain` / `triage promote` on a local MLflow store (sqlite in tmp, no server): one tracked run
+per retrain, registration, aliases, the registry cache."""
 
 from __future__ import annotations
 
@@ -11,28 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving.model import sha256_file
+from loop.corrections import COLUMNS as CORRECTION_FIELDS
+from loop.retrain import RetrainResult, retrain
+from serving.files import sha256_file
 from serving.settings import Settings
 from tests.conftest import DATA, TriageData, read_rows, write_rows
 from tests.processes import free_port, run_triage, triage_env
-from training.retrain import (
-    GatePolicy,
-    RetrainResult,
-    flatten_metrics,
-    gate,
-    merge_corrections,
-    normalize_text,
-    retrain,
-)
-
-CORRECTION_FIELDS = ["text", "language", "risk", "claim_type", "channel", "order_id", "received_at", "source",
-                     "annotator", "labeled_at", "ls_task_id", "ls_annotation_id", "request_id", "model_risk",
-                     "model_claim_type", "model_version", "note"]
-
-
-def frame(rows: list[dict[str, str]]) -> pd.DataFrame:
-    return pd.DataFrame([{"channel": "", "order_id": "", "received_at": "", "source": "", "annotator": "",
-                          "labeled_at": "", "language": "en"} | r for r in rows])
 
 
 def correction(text: str, risk: str, claim_type: str, at: str, language: str = "en") -> dict[str, str]:
@@ -40,97 +24,6 @@ def correction(text: str, risk: str, claim_type: str, at: str, language: str = "
             "order_id": "", "received_at": "", "source": "label-studio", "annotator": "rev@example.com",
             "labeled_at": at, "ls_task_id": "1", "ls_annotation_id": "1", "request_id": "",
             "model_risk": "routine", "model_claim_type": "none", "model_version": "m1", "note": ""}
-
-
-# -- merge (pure) ---------------------------------------------------------------------------------
-def test_a_correction_overrides_the_seed_label_of_the_same_message_and_the_newest_wins() -> None:
-    seed = frame([
-        {"text": "Where is my parcel?", "risk": "routine", "claim_type": "none"},
-        {"text": "Thanks, all good", "risk": "routine", "claim_type": "none"},
-    ])
-    test = frame([{"text": "A test message", "risk": "routine", "claim_type": "none"}])
-    day1, day2, day3 = "2026-01-01", "2026-01-02", "2026-01-03"
-    corr = frame([
-        # same message as the seed row, with other whitespace: overrides it; the later one wins
-        {"text": "  Where is   my parcel? ", "risk": "at_risk", "claim_type": "other", "labeled_at": day2},
-        {"text": "Where is my parcel?", "risk": "at_risk", "claim_type": "not_received", "labeled_at": day3},
-        {"text": "Brand new message", "risk": "claim_filed", "claim_type": "other", "labeled_at": day1},
-        {"text": "A  test message", "risk": "at_risk", "claim_type": "other", "labeled_at": day1},
-        {"text": "Thanks, all good", "risk": "routine", "claim_type": "none", "labeled_at": day1},
-    ])
-    m = merge_corrections(seed, corr, test)
-
-    by_text = {normalize_text(t): (r, c)
-               for t, r, c in zip(m.train["text"], m.train["risk"], m.train["claim_type"], strict=True)}
-    assert by_text["Where is my parcel?"] == ("at_risk", "not_received")
-    assert by_text["Brand new message"] == ("claim_filed", "other")
-    assert "A test message" not in by_text  # the test split stays unseen
-    assert len(m.train) == 3  # one row per message
-    assert (m.superseded, len(m.held_out), len(m.applied), m.overriding, m.relabelled) == (1, 1, 3, 2, 1)
-    changes = dict(zip(m.applied["text"].map(normalize_text), m.applied["change"], strict=True))
-    assert changes == {"Where is my parcel?": "relabel", "Brand new message": "new",
-                       "Thanks, all good": "confirm"}
-    assert set(m.train.loc[m.train["text"] == "Brand new message", "source"]) == {"correction"}
-    counts = m.counts()
-    assert counts["corrections.held_out"] == 1 and counts["train.risk.at_risk"] == 1
-
-
-def test_no_corrections_leaves_the_seed_data_as_it_is() -> None:
-    seed = frame([{"text": "a", "risk": "routine", "claim_type": "none"}])
-    m = merge_corrections(seed, None, frame([{"text": "b", "risk": "routine", "claim_type": "none"}]))
-    assert m.train["text"].tolist() == ["a"] and len(m.applied) == 0
-    assert m.counts()["corrections.applied"] == 0
-
-
-# -- gate (pure) ----------------------------------------------------------------------------------
-def metrics(t1: float, f1: float, langs: tuple[float, float, float] | None = None) -> dict[str, float]:
-    fr, it, en = langs or (t1, t1, t1)
-    return {"test.tier1_recall": t1, "test.risk_macro_f1": f1, "test.fr.tier1_recall": fr,
-            "test.it.tier1_recall": it, "test.en.tier1_recall": en}
-
-
-def test_the_first_version_passes_the_gate() -> None:
-    assert gate(metrics(0.5, 0.5), None).passed
-
-
-def test_lower_tier1_recall_fails_the_gate_with_the_numbers() -> None:
-    d = gate(metrics(0.9514, 0.91), metrics(0.9583, 0.90), champion_version="3")
-    assert not d.passed
-    assert "test.tier1_recall: 0.9514 vs champion 0.9583 (-0.69 points, allowed -0.00) FAIL" in d.reason
-    assert "version 3" in d.reason
-
-
-def test_risk_macro_f1_may_drop_half_a_point_and_no_more() -> None:
-    assert gate(metrics(0.95, 0.8960), metrics(0.95, 0.90)).passed
-    d = gate(metrics(0.95, 0.8940), metrics(0.95, 0.90))
-    assert not d.passed and "test.risk_macro_f1" in d.reason and "-0.60 points" in d.reason
-
-
-def test_one_language_may_lose_one_tier1_message_but_not_two() -> None:
-    champion = metrics(0.95, 0.9, (0.95, 0.95, 0.95))
-    assert gate(metrics(0.95, 0.9, (0.93, 0.96, 0.96)), champion).passed  # -2 points in fr
-    d = gate(metrics(0.95, 0.9, (0.91, 0.97, 0.97)), champion)  # -4 points in fr, overall the same
-    assert not d.passed and "test.fr.tier1_recall" in d.reason
-    strict = GatePolicy(language_tier1_recall_drop=0.0)
-    assert not gate(metrics(0.95, 0.9, (0.93, 0.96, 0.96)), champion, policy=strict).passed
-
-
-def test_a_candidate_without_test_metrics_never_passes() -> None:
-    assert not gate({}, None).passed
-    assert not gate({}, metrics(0.9, 0.9)).passed
-
-
-def test_flatten_metrics_names_the_served_variant_per_language() -> None:
-    folder_metrics = json.loads(json.dumps({
-        "test": {"int8": {"n": 3, "tier1_recall": 0.5, "per_language": {"fr": {"tier1_recall": 1.0, "n": 1}}},
-                 "fp32": {"n": 3, "tier1_recall": 0.6, "per_language": {"fr": {"tier1_recall": None}}}},
-        "keyword_baseline": {"n": 3, "tier1_recall": 0.1, "per_language": {}},
-        "parity": {"fp32_min_cosine": 1.0}, "int8_gap_points": 0.5,
-    }))
-    flat = flatten_metrics(folder_metrics, "int8")
-    assert flat["test.tier1_recall"] == 0.5 and flat["test.fr.tier1_recall"] == 1.0
-    assert flat["test_fp32.tier1_recall"] == 0.6 and "test_fp32.fr.tier1_recall" not in flat
-    assert flat["keywords.tier1_recall"] == 0.1 and flat["parity.fp32_min_cosine"] == 1.0
 
 
 # -- the real pipeline on a local store ----------------------------------------------------------------
@@ -177,7 +70,7 @@ def local(triage_data: TriageData, embedding_cache: Path, tmp_path_factory: pyte
     return Local(s, root, corrections, first, second)
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_folder(local: Local) -> None:
     from mlflow import MlflowClient
 
@@ -225,7 +118,7 @@ def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_fol
     assert labels == ["not_as_described"]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_the_first_version_becomes_champion(local: Local) -> None:
     r = local.first
     assert (r.version, r.alias, r.promoted, r.decision.passed) == ("1", "champion", True, True)
@@ -234,9 +127,9 @@ def test_the_first_version_becomes_champion(local: Local) -> None:
     assert "version 1 is now `champion`" in r.report()
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_a_worse_model_becomes_challenger_and_says_why(local: Local) -> None:
-    from training import registry
+    from loop import registry
 
     d = local.damaged
     assert (d.version, d.alias, d.promoted, d.decision.passed) == ("2", "challenger", False, False)
@@ -251,9 +144,9 @@ def test_a_worse_model_becomes_challenger_and_says_why(local: Local) -> None:
     assert tags["gate.passed"] == "false" and "test.tier1_recall" in tags["gate.reason"]
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_download_model_caches_a_verified_folder_and_repairs_a_corrupted_one(local: Local) -> None:
-    from training.registry import download_model
+    from loop.download import download_model
 
     s = local.settings
     folder = download_model(s, "models:/triage-local@champion")
@@ -270,25 +163,26 @@ def test_download_model_caches_a_verified_folder_and_repairs_a_corrupted_one(loc
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_registry_loader_follows_the_alias_at_every_load(local: Local) -> None:
-    from training import registry
+    from loop.download import registry_loader
+    from loop.promote import promote
 
     s = local.settings.model_copy(update={"model": "models:/triage-local@champion"})
-    load = registry.registry_loader(s)
+    load = registry_loader(s)
     assert load().registry_version == "1"
-    registry.promote(local.settings, "2")
+    promote(local.settings, "2")
     try:
         svc = load()
         assert svc.registry_version == "2" and svc.model_version == local.damaged.model_version
     finally:
-        registry.promote(local.settings, "1")
+        promote(local.settings, "1")
     assert load().registry_version == "1"
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_promote_and_rollback_from_the_command_line(local: Local, tmp_path: Path) -> None:
-    from training import registry
+    from loop import registry
 
     env = triage_env({"TRIAGE_VAR_DIR": local.settings.var_dir, "TRIAGE_REGISTERED_MODEL": "triage-local",
                       "MLFLOW_TRACKING_URI": local.settings.tracking_uri})
@@ -309,9 +203,9 @@ def test_promote_and_rollback_from_the_command_line(local: Local, tmp_path: Path
     assert "has no version 99 (versions: 1, 2)" in missing.stderr and "Traceback" not in missing.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.model
 def test_retrain_refuses_bad_corrections_and_registers_nothing(local: Local, tmp_path: Path) -> None:
-    from training import registry
+    from loop import registry
 
     bad = write_rows(tmp_path / "bad.csv", CORRECTION_FIELDS,
                      [correction("Where is my order?", "urgent", "none", "2026-11-01")])

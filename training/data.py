@@ -2,7 +2,7 @@
 
 Every row is checked; bad rows are reported by line number with the reason, never dropped silently.
 Schema (see data/README.md): `text,language,risk,claim_type` required;
-`channel,order_id,received_at,source,annotator,labeled_at` optional. A generic dataset needs `text` and
+`channel,order_id,received_at,source,annotator,labeled_at,slice` optional. A generic dataset needs `text` and
 the target column only.
 """
 
@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import get_args
 
 import pandas as pd
 
-from serving.labels import CLAIM_TYPES, RISKS, consistent
+from serving.errors import TriageError
+from serving.labels import CLAIM_TYPES, RISKS, Language, consistent
 
 REQUIRED = ("text", "language", "risk", "claim_type")
-OPTIONAL = ("channel", "order_id", "received_at", "source", "annotator", "labeled_at")
-DATA_LANGUAGES = ("fr", "it", "en", "other")
+OPTIONAL = ("channel", "order_id", "received_at", "source", "annotator", "labeled_at", "slice")
+DATA_LANGUAGES: tuple[Language, ...] = get_args(Language)
 MAX_REPORTED = 25
 
 
-class DataError(ValueError):
+class DataError(TriageError):
     """A data file that cannot be used, with every problem found (`problems`: 'line N: reason')."""
 
     def __init__(self, path: Path | str, problems: list[str]) -> None:

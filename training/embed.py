@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from serving.files import atomic_write
 from training.encoders import Encoder
 
 
-def text_key(encoder_id: str, text: str) -> str:
+def cache_key(encoder_id: str, text: str) -> str:
+    """The exact text (not `message_key`: two spellings of one message embed differently) and encoder."""
     return hashlib.sha256(f"{encoder_id}\0{text}".encode()).hexdigest()
 
 
@@ -32,24 +32,17 @@ class EmbeddingCache:
         return len(self._vectors)
 
     def get(self, text: str) -> np.ndarray | None:
-        return self._vectors.get(text_key(self.encoder_id, text))
+        return self._vectors.get(cache_key(self.encoder_id, text))
 
     def put_many(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         for t, v in zip(texts, vectors, strict=True):
-            self._vectors[text_key(self.encoder_id, t)] = v
+            self._vectors[cache_key(self.encoder_id, t)] = v
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._vectors), dtype="U64")
         vectors = np.stack(list(self._vectors.values())) if self._vectors else np.zeros((0, 0), np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, keys=keys, vectors=vectors)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path, "wb") as f:
+            np.savez(f, keys=keys, vectors=vectors)
 
 
 def embed_texts(

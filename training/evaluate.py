@@ -1,88 +1,48 @@
-"""Evaluation metrics: pure functions of labels and predictions."""
+"""`triage evaluate`: a model folder against any labeled CSV, side by side with keyword triage."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
-from serving.labels import CLAIM_TYPES, LANGUAGES, RISKS, TIER1_RISKS
-from serving.predictor import Prediction
-
-TRIAGE_KEYS = (
-    "n", "risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision", "claim_filed_recall",
-    "risk_accuracy", "needs_review_rate",
-)
+from serving.keywords import KeywordTriage
+from serving.model import Classifier, ModelBundle, ModelError
+from training.data import load_dataset
+from training.metrics import confusion, target_metrics, triage_report
+from training.modelcard import metrics_table
+from training.plots import plot_confusion, plot_triage
 
 
-def _ratio(num: int, den: int) -> float | None:
-    return round(num / den, 4) if den else None
+def evaluate_file(data: Path, folder: Path, target: str | None = None, variant: str | None = None,
+                  plots_dir: Path | None = None) -> dict[str, Any]:
+    """{"metrics": the JSON object, "text": readable tables}; plots are written when `plots_dir` is set."""
+    bundle = ModelBundle(folder, variant=variant)
+    if target:
+        if target not in bundle.heads:
+            raise ModelError(f"{folder} has no head for {target!r} (heads: {', '.join(bundle.heads)})")
+        df = load_dataset(data, target)
+        labels = bundle.heads[target]
+        probs = bundle.predict_proba(df["text"].tolist())[target]
+        pred = [labels[i] for i in probs.argmax(1)]
+        metrics = target_metrics(df[target].tolist(), pred)
+        text = f"{data}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} macro_f1={metrics['macro_f1']:.4f}"
+        if plots_dir:
+            plots_dir.mkdir(parents=True, exist_ok=True)
+            names = sorted(set(df[target]) | set(pred))
+            path = plot_confusion(confusion(df[target], pred, names), names, f"{target} ({data.name})",
+                                  plots_dir / f"confusion_{target}.png")
+            text += f"\nconfusion matrix: {path}"
+        return {"metrics": metrics, "text": text}
 
-
-def triage_metrics(risk_true: Sequence[str], claim_true: Sequence[str], preds: Sequence[Prediction]) -> dict[str, Any]:
-    """Risk / claim-type macro-F1 (over the labels present in truth or prediction), Tier-1 recall and
-    precision, claim_filed recall."""
-    rt, ct = list(risk_true), list(claim_true)
-    rp, cp = [p.risk for p in preds], [p.claim_type for p in preds]
-    t1_true = np.array([r in TIER1_RISKS for r in rt], dtype=bool)
-    t1_pred = np.array([r in TIER1_RISKS for r in rp], dtype=bool)
-    filed = np.array([r == "claim_filed" for r in rt], dtype=bool)
-    filed_pred = np.array([r == "claim_filed" for r in rp], dtype=bool)
-    n = len(rt)
-    return {
-        "n": n,
-        "risk_macro_f1": round(float(f1_score(rt, rp, average="macro", zero_division=0)), 4) if n else None,
-        "claim_type_macro_f1": round(float(f1_score(ct, cp, average="macro", zero_division=0)), 4) if n else None,
-        "tier1_recall": _ratio(int((t1_true & t1_pred).sum()), int(t1_true.sum())),
-        "tier1_precision": _ratio(int((t1_true & t1_pred).sum()), int(t1_pred.sum())),
-        "claim_filed_recall": _ratio(int((filed & filed_pred).sum()), int(filed.sum())),
-        "risk_accuracy": round(float(accuracy_score(rt, rp)), 4) if n else None,
-        "needs_review_rate": _ratio(sum(p.needs_review for p in preds), n),
-    }
-
-
-def triage_report(df: pd.DataFrame, preds: Sequence[Prediction]) -> dict[str, Any]:
-    """Overall metrics plus `per_language` (fr, it, en) for one predictor on a labeled frame."""
-    report = triage_metrics(df["risk"], df["claim_type"], preds)
-    langs = df["language"].to_numpy()
-    report["per_language"] = {
-        lang: triage_metrics(
-            df["risk"][langs == lang], df["claim_type"][langs == lang],
-            [p for p, lg in zip(preds, langs, strict=True) if lg == lang],
-        )
-        for lang in LANGUAGES
-    }
-    return report
-
-
-def target_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
-    return {
-        "n": len(y_true),
-        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-        "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 4),
-    }
-
-
-def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> np.ndarray:
-    return np.asarray(confusion_matrix(list(y_true), list(y_pred), labels=list(labels)))
-
-
-GATE_KEYS = ("risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision")
-
-
-def max_language_gap(a: dict[str, Any], b: dict[str, Any], keys: Sequence[str] = GATE_KEYS) -> float:
-    """Largest drop from report `a` to report `b` over languages and keys, in points (0-100)."""
-    gaps = [0.0]
-    for lang in LANGUAGES:
-        for k in keys:
-            va, vb = a["per_language"][lang].get(k), b["per_language"][lang].get(k)
-            if va is not None and vb is not None:
-                gaps.append((va - vb) * 100)
-    return round(max(gaps), 2)
-
-
-RISK_LABELS = RISKS
-CLAIM_LABELS = CLAIM_TYPES
+    df = load_dataset(data)
+    texts = df["text"].tolist()
+    preds = Classifier(bundle).predict(texts)
+    report = triage_report(df, preds)
+    keywords = triage_report(df, KeywordTriage().predict(texts))
+    metrics = report | {"keyword_baseline": keywords, "model_version": bundle.version, "variant": bundle.variant}
+    lines = [f"{data}: {report['n']} messages, model {bundle.version} ({bundle.variant}) vs keyword triage", "",
+             metrics_table(report, keywords)]
+    if plots_dir:
+        paths = plot_triage(plots_dir, df["risk"], df["claim_type"], preds, report, keywords, data.name)
+        lines += ["", "plots: " + ", ".join(str(p) for p in paths)]
+    return {"metrics": metrics, "text": "\n".join(lines)}

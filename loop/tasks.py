@@ -1,8 +1,8 @@
 """Label Studio shapes, in pure functions (no I/O): the labeling config, logged prediction -> task with a
-pre-annotation, which tasks a human sees first, and exported annotation -> data row (or a rejection).
+pre-annotation, which tasks a human sees first, and exported annotation -> corrections row (or a rejection).
 
-`training.labelstudio` moves these shapes over HTTP; `training.loop` wires both to the prediction log
-and data/corrections.csv.
+`loop.labelstudio` moves these shapes over HTTP; `loop.push` and `loop.pull` wire them to the prediction log
+and data/corrections.csv (`loop.corrections`).
 """
 
 from __future__ import annotations
@@ -12,19 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from serving.labels import CLAIM_TYPES, RISKS, consistent
+from serving.labels import CLAIM_TYPES, RISKS, consistent, message_key
 from serving.language import detect_language
-from serving.predlog import LoggedPrediction, text_key
+from serving.predlog import LoggedPrediction
 
 SOURCE = "label-studio"
 TEXT, RISK, CLAIM_TYPE, NOTE, HINT = "text", "risk", "claim_type", "note", "hint"
-
-# data/corrections.csv: the data schema, then provenance
-DATA_COLUMNS = ("text", "language", "risk", "claim_type", "channel", "order_id", "received_at", "source",
-                "annotator", "labeled_at")
-PROVENANCE_COLUMNS = ("ls_task_id", "ls_annotation_id", "request_id", "model_risk", "model_claim_type",
-                      "model_version", "note")
-CORRECTION_COLUMNS = DATA_COLUMNS + PROVENANCE_COLUMNS
 
 RISK_HINTS = {
     "claim_filed": "An A-to-Z claim already exists (Amazon's notice, or the buyer says they opened one).",
@@ -75,17 +68,9 @@ def confidence(p: LoggedPrediction) -> float:
     return max(p.risk_scores.values()) if p.risk_scores else 0.0
 
 
-def is_misroute(p: LoggedPrediction) -> bool:
-    """An agent reported labels other than the model's."""
-    if p.feedback_risk is None:
-        return False
-    said = p.feedback_claim_type
-    return p.feedback_risk != p.risk or (said is not None and said != p.claim_type)
-
-
 def reason(p: LoggedPrediction) -> str:
     """Why this message needs a human (the first of REASONS that applies)."""
-    if is_misroute(p):
+    if p.misroute:
         return "misroute"
     if p.needs_review:
         return "needs_review"
@@ -108,7 +93,7 @@ def prioritize(preds: Iterable[LoggedPrediction], exclude_keys: Iterable[str] = 
 
     best: dict[str, LoggedPrediction] = {}
     for p in preds:
-        key = p.text_key or text_key(p.text)
+        key = p.text_key or message_key(p.text)
         if key in skip:
             continue
         if key not in best or urgency(p) < urgency(best[key]):
@@ -135,7 +120,7 @@ def to_task(p: LoggedPrediction) -> dict[str, Any]:
     data = {
         TEXT: p.text,
         HINT: hint(p),
-        "text_key": p.text_key or text_key(p.text),
+        "text_key": p.text_key or message_key(p.text),
         "request_id": p.request_id,
         "language": p.language,
         "channel": p.channel or "",
@@ -200,7 +185,7 @@ def _single(result: Sequence[Mapping[str, Any]], name: str, allowed: Sequence[st
 def annotation_to_row(task: Mapping[str, Any], annotation: Mapping[str, Any],
                       annotators: Mapping[int, str] | None = None,
                       language: str | None = None) -> dict[str, str] | Rejection:
-    """A corrections row (CORRECTION_COLUMNS) for one exported annotation, or why it is not usable.
+    """A corrections row (`loop.corrections.COLUMNS`) for one exported annotation, or why it is not usable.
 
     `annotators` maps Label Studio user ids to e-mails; `language` overrides the task's (the prediction
     log's); without either the message's language is detected.
@@ -276,32 +261,3 @@ def export_to_rows(
             else:
                 rows.append(out)
     return rows, rejected
-
-
-@dataclass(frozen=True)
-class Merge:
-    rows: list[dict[str, str]]
-    added: int
-    updated: int
-    unchanged: int
-
-
-def merge_corrections(existing: Sequence[Mapping[str, str]], new: Iterable[Mapping[str, str]]) -> Merge:
-    """Existing corrections plus new ones, one row per annotation id (an edited annotation replaces its
-    earlier row); order kept, new rows last."""
-    rows = [{c: str(r.get(c, "") or "") for c in CORRECTION_COLUMNS} for r in existing]
-    index = {r["ls_annotation_id"]: i for i, r in enumerate(rows)}
-    added = updated = unchanged = 0
-    for r in new:
-        row = {c: str(r.get(c, "") or "") for c in CORRECTION_COLUMNS}
-        at = index.get(row["ls_annotation_id"])
-        if at is None:
-            index[row["ls_annotation_id"]] = len(rows)
-            rows.append(row)
-            added += 1
-        elif rows[at] != row:
-            rows[at] = row
-            updated += 1
-        else:
-            unchanged += 1
-    return Merge(rows, added, updated, unchanged)

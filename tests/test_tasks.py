@@ -1,41 +1,37 @@
-"""The pure Label Studio converters: labeling config, tasks, priority order, annotation -> row."""
+"""The pure Label Studio shapes (loop.tasks): labeling config, tasks, priority order, annotation -> row."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from serving.feedback import resolve_feedback
-from serving.labels import CLAIM_TYPES, RISKS
-from serving.predlog import LoggedPrediction, text_key
-from training.data import load_dataset
-from training.labeling import (
-    CORRECTION_COLUMNS,
+from loop.corrections import COLUMNS as CORRECTION_COLUMNS
+from loop.corrections import add_pulled
+from loop.tasks import (
     Rejection,
     annotation_to_row,
     export_to_rows,
     label_config,
-    merge_corrections,
     prioritize,
     reason,
     to_task,
 )
-from training.loop import LabelLoopError, read_corrections, write_corrections
+from serving.labels import CLAIM_TYPES, RISKS, ClaimType, Risk, message_key
+from serving.predlog import LoggedPrediction
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-def logged(rid: str, text: str, risk: str = "at_risk", claim_type: str = "not_received", top: float = 0.9,
+def logged(rid: str, text: str, risk: Risk = "at_risk", claim_type: ClaimType = "not_received", top: float = 0.9,
            needs_review: bool = False, keyword: tuple[str, str] | None = None, minutes: int = 0,
-           feedback: tuple[str, str | None] | None = None) -> LoggedPrediction:
+           feedback: tuple[Risk, ClaimType | None] | None = None) -> LoggedPrediction:
     rest = (1 - top) / 2
-    scores = {r: (top if r == risk else rest) for r in RISKS}
+    scores: dict[str, float] = {r: (top if r == risk else rest) for r in RISKS}
     kw = keyword or (risk, claim_type)
     return LoggedPrediction(
-        request_id=rid, created_at=T0 + timedelta(minutes=minutes), text=text, text_key=text_key(text),
+        request_id=rid, created_at=T0 + timedelta(minutes=minutes), text=text, text_key=message_key(text),
         channel="amazon", order_id="171-2233445-6677889", received_at=T0, risk=risk, claim_type=claim_type,
         risk_scores=scores, claim_type_scores={c: 0.1 for c in CLAIM_TYPES}, needs_review=needs_review,
         language="fr", keyword_risk=kw[0], keyword_claim_type=kw[1], model_version="v1",
@@ -159,45 +155,10 @@ def test_export_to_rows_and_merge_are_idempotent_and_keep_edits() -> None:
     skipped, _ = exported(2, [], cancelled=True)
     rows, rejected = export_to_rows([good, skipped, {"id": 9, "data": {"text": "x"}, "annotations": []}])
     assert len(rows) == 1 and [r.task_id for r in rejected] == [2]
-    first = merge_corrections([], rows)
+    first = add_pulled([], rows)
     assert (first.added, first.updated, first.unchanged) == (1, 0, 0)
-    again = merge_corrections(first.rows, rows)
+    again = add_pulled(first.rows, rows)
     assert (again.added, again.updated, again.unchanged, again.rows) == (0, 0, 1, first.rows)
     edited = [dict(rows[0], risk="at_risk", claim_type="other", labeled_at="2026-11-28T08:00:00Z")]
-    after = merge_corrections(first.rows, edited)
+    after = add_pulled(first.rows, edited)
     assert (after.added, after.updated) == (0, 1) and after.rows[0]["risk"] == "at_risk"
-
-
-def test_corrections_file_round_trips_and_loads_as_training_data(tmp_path: Path) -> None:
-    task, ann = exported(1, [choice("risk", "at_risk"), choice("claim_type", "return_refund")])
-    row = annotation_to_row(task, ann)
-    assert isinstance(row, dict)
-    path = tmp_path / "data" / "corrections.csv"
-    write_corrections(path, [row])
-    assert read_corrections(path) == [row]
-    df = load_dataset(path)
-    assert df.loc[0, "risk"] == "at_risk" and df.loc[0, "ls_annotation_id"] == "10"
-    assert set(CORRECTION_COLUMNS) <= set(df.columns)
-    assert [p.name for p in path.parent.iterdir()] == ["corrections.csv"]  # no temporary file left
-
-
-def test_a_file_that_is_not_a_corrections_file_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "corrections.csv"
-    path.write_text("text,language,risk,claim_type\nhello,en,routine,none\n")
-    with pytest.raises(LabelLoopError, match="not a corrections file"):
-        read_corrections(path)
-
-
-# -- feedback resolution (serving.feedback) -------------------------------------------------------------
-@pytest.mark.parametrize(("predicted", "given", "expected"), [
-    (("routine", "none"), ("at_risk", "customs_fees"), ("at_risk", "customs_fees")),
-    (("at_risk", "not_received"), ("routine", None), ("routine", "none")),
-    (("at_risk", "not_received"), ("claim_filed", None), ("claim_filed", "not_received")),
-    (("routine", "none"), ("at_risk", None), ("at_risk", None)),
-    (("at_risk", "not_received"), (None, "none"), ("routine", "none")),
-    (("claim_filed", "other"), (None, "damaged_defective"), ("claim_filed", "damaged_defective")),
-    (("routine", "none"), (None, "damaged_defective"), ("at_risk", "damaged_defective")),
-])
-def test_feedback_is_completed_by_the_guides_rule_and_the_prediction(
-        predicted: tuple[str, str], given: tuple[str | None, str | None], expected: tuple[str, str | None]) -> None:
-    assert resolve_feedback(*predicted, *given) == expected

@@ -11,13 +11,14 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from pydantic import SecretStr
 
+from serving.errors import TriageError
+from serving.masking import mask_text, mask_url
 from serving.settings import Settings
 
 log = logging.getLogger("triage.labelstudio")
@@ -25,19 +26,8 @@ TIMEOUT_S = 60.0
 START_HINT = "a local one: scripts/label-studio start, then source var/label-studio/env"
 
 
-class LabelStudioError(RuntimeError):
+class LabelStudioError(TriageError):
     """Label Studio could not do what was asked; the message says why and what to do."""
-
-
-def public_url(url: str) -> str:
-    """The URL without user info, query or fragment: fit for messages."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return "<unparsable Label Studio URL>"
 
 
 class LabelStudioClient:
@@ -46,7 +36,7 @@ class LabelStudioClient:
     def __init__(self, url: str, token: SecretStr | str, timeout: float = TIMEOUT_S) -> None:
         self.url = url.rstrip("/")
         self._token = token.get_secret_value() if isinstance(token, SecretStr) else token
-        self.where = public_url(self.url)
+        self.where = mask_url(self.url)
         if not self._token:
             raise LabelStudioError(f"no Label Studio token: set TRIAGE_LABEL_STUDIO_TOKEN ({START_HINT})")
         with self._calling("connecting"):
@@ -57,7 +47,7 @@ class LabelStudioClient:
         return cls(settings.label_studio_url, settings.label_studio_token)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "<token>") if self._token else text
+        return mask_text(text, [self._token])
 
     @contextmanager
     def _calling(self, what: str) -> Iterator[None]:
