@@ -73,15 +73,21 @@ def training_time(source: Path, sizes: list[int | None], target: str = "category
             cache = Path(tmp) / f"cache-{size or 'all'}"
             for state in ("cold", "warm"):
                 cfg = train_mod.TrainConfig.from_settings(
-                    Settings(), data=data, test=None, target=target, cache_dir=cache, progress=False)
+                    Settings(), data=data, test=None, target=target, cache_dir=cache, progress=False
+                )
                 with stage_timers(train_mod, ("load_encoder", "embed_texts", "fit_head")) as spent:
                     t0 = time.perf_counter()
                     trained = train_mod.fit(cfg)
                     wall = time.perf_counter() - t0
-                results.append({
-                    "rows": rows, "cache": state, "wall_s": round(wall, 2),
-                    "messages_per_s": round(rows / wall, 1), "classes": len(trained.heads[0].labels),
-                    "stages_s": {k: round(v, 2) for k, v in spent.items()},
-                    "torch_threads": torch.get_num_threads(),
-                })
+                results.append(
+                    {
+                        "rows": rows,
+                        "cache": state,
+                        "wall_s": round(wall, 2),
+                        "messages_per_s": round(rows / wall, 1),
+                        "classes": len(trained.heads[0].labels),
+                        "stages_s": {k: round(v, 2) for k, v in spent.items()},
+                        "torch_threads": torch.get_num_threads(),
+                    }
+                )
     return results

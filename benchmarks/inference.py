@@ -50,7 +50,8 @@ def message_sets(test_csv: Path) -> MessageSets:
         name: {
             "n": len(part),
             "languages": {k: int(v) for k, v in part["language"].value_counts().sort_index().items()}
-            if "language" in part else {},
+            if "language" in part
+            else {},
             "chars_mean": round(float(part["chars"].mean()), 1),
             "chars_min": int(part["chars"].min()),
             "chars_max": int(part["chars"].max()),
@@ -96,8 +97,12 @@ def encoder_engines(folder: Path, threads: int) -> tuple[dict[str, Callable[[lis
         "onnx_fp32": fp32.infer,
         "onnx_int8": int8.infer,
     }
-    info = {"threads": threads, "torch_default_threads": default_threads, "torch_version": torch.__version__,
-            "encoder_id": encoder.id}
+    info = {
+        "threads": threads,
+        "torch_default_threads": default_threads,
+        "torch_version": torch.__version__,
+        "encoder_id": encoder.id,
+    }
     return engines, info
 
 
@@ -113,22 +118,31 @@ def encoder_speed(folder: Path, sets: MessageSets, rounds: int, threads: int) ->
     names = list(engines)
     try:
         for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 for (s, b), batches in work.items():
                     samples.setdefault((name, s, b), []).append(ms_per_message(engines[name], batches))
     finally:
         import torch
 
         torch.set_num_threads(info["torch_default_threads"])  # training-time runs use the default
-    ms = {name: {s: {str(b): round(statistics.median(samples[(name, s, b)]), 3) for b in BATCHES}
-                 for s in named} for name in names}
+    ms = {
+        name: {s: {str(b): round(statistics.median(samples[(name, s, b)]), 3) for b in BATCHES} for s in named}
+        for name in names
+    }
     ratios: dict[str, dict[str, dict[str, float]]] = {}
-    for label, (slow, fast) in {"int8_vs_torch": ("torch", "onnx_int8"), "fp32_vs_torch": ("torch", "onnx_fp32"),
-                                "int8_vs_fp32": ("onnx_fp32", "onnx_int8")}.items():
-        ratios[label] = {s: {str(b): ratio(ms[slow][s][str(b)], ms[fast][s][str(b)]) for b in BATCHES}
-                         for s in named}
-    return {"ms_per_message": ms, "speedup": ratios, "rounds": rounds, **info,
-            "batches": {f"{s}/{b}": len(v) for (s, b), v in work.items()}}
+    for label, (slow, fast) in {
+        "int8_vs_torch": ("torch", "onnx_int8"),
+        "fp32_vs_torch": ("torch", "onnx_fp32"),
+        "int8_vs_fp32": ("onnx_fp32", "onnx_int8"),
+    }.items():
+        ratios[label] = {s: {str(b): ratio(ms[slow][s][str(b)], ms[fast][s][str(b)]) for b in BATCHES} for s in named}
+    return {
+        "ms_per_message": ms,
+        "speedup": ratios,
+        "rounds": rounds,
+        **info,
+        "batches": {f"{s}/{b}": len(v) for (s, b), v in work.items()},
+    }
 
 
 # -- int8 accuracy ----------------------------------------------------------------------------------
@@ -146,16 +160,18 @@ def int8_accuracy(folder: Path, test_csv: Path, threads: int) -> dict[str, Any]:
         risk_ok = [p.risk == t for p, t in zip(preds, df["risk"], strict=True)]
         claim_ok = [p.claim_type == t for p, t in zip(preds, df["claim_type"], strict=True)]
         per_language = {
-            lang: round(100 * statistics.fmean(ok for ok, lg in zip(risk_ok, df["language"], strict=True)
-                                               if lg == lang), 2)
+            lang: round(
+                100 * statistics.fmean(ok for ok, lg in zip(risk_ok, df["language"], strict=True) if lg == lang), 2
+            )
             for lang in sorted(set(df["language"]))
         }
-        out[variant] = {"risk_accuracy": round(100 * statistics.fmean(risk_ok), 2),
-                        "claim_type_accuracy": round(100 * statistics.fmean(claim_ok), 2),
-                        "risk_accuracy_per_language": per_language}
+        out[variant] = {
+            "risk_accuracy": round(100 * statistics.fmean(risk_ok), 2),
+            "claim_type_accuracy": round(100 * statistics.fmean(claim_ok), 2),
+            "risk_accuracy_per_language": per_language,
+        }
     out["risk_drop_points"] = round(out["fp32"]["risk_accuracy"] - out["int8"]["risk_accuracy"], 2)
-    out["claim_type_drop_points"] = round(
-        out["fp32"]["claim_type_accuracy"] - out["int8"]["claim_type_accuracy"], 2)
+    out["claim_type_drop_points"] = round(out["fp32"]["claim_type_accuracy"] - out["int8"]["claim_type_accuracy"], 2)
     out["max_drop_points"] = max(out["risk_drop_points"], out["claim_type_drop_points"])
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file():
@@ -213,14 +229,19 @@ class Floor:
         self.rounds += 1
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"messages": len(self.texts), "rounds": self.rounds,
-                               "variant": self.bundle.variant,
-                               "intra_op_threads": self.bundle.session.get_session_options().intra_op_num_threads}
+        out: dict[str, Any] = {
+            "messages": len(self.texts),
+            "rounds": self.rounds,
+            "variant": self.bundle.variant,
+            "intra_op_threads": self.bundle.session.get_session_options().intra_op_num_threads,
+        }
         for layer in self.LAYERS:
             per_message = [statistics.median(s) * 1e3 for s in self.samples[layer] if s]
-            out[layer] = {"p50_ms": round(percentile(per_message, 50), 3),
-                          "mean_ms": round(statistics.fmean(per_message), 3) if per_message else float("nan"),
-                          "p95_ms": round(percentile(per_message, 95), 3)}
+            out[layer] = {
+                "p50_ms": round(percentile(per_message, 50), 3),
+                "mean_ms": round(statistics.fmean(per_message), 3) if per_message else float("nan"),
+                "p95_ms": round(percentile(per_message, 95), 3),
+            }
         return out
 
     def close(self) -> None:

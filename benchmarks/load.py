@@ -185,9 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--url must be http://HOST:PORT/PATH, got {args.url!r}")
     bodies, counts = load_bodies(args.payloads)
     plan = Plan(
-        host=url.hostname, port=url.port or 80, path=url.path or "/", bodies=bodies, messages=counts,
-        concurrency=max(1, args.concurrency), requests=args.requests, duration=args.duration,
-        warmup=args.warmup, timeout=args.timeout, latencies=args.latencies,
+        host=url.hostname,
+        port=url.port or 80,
+        path=url.path or "/",
+        bodies=bodies,
+        messages=counts,
+        concurrency=max(1, args.concurrency),
+        requests=args.requests,
+        duration=args.duration,
+        warmup=args.warmup,
+        timeout=args.timeout,
+        latencies=args.latencies,
     )
     try:
         import uvloop

@@ -23,16 +23,26 @@ from serving.labels import CLAIM_TYPES, RISKS
 from serving.predlog import PredictionLog
 from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
 
-TEXT = ("Bonjour, commande 171-2233445-6677889 toujours pas reçue, livraison prévue le 12 mars. "
-        "Je vais ouvrir un litige A à Z si rien ne bouge cette semaine. Cordialement, Marie")
+TEXT = (
+    "Bonjour, commande 171-2233445-6677889 toujours pas reçue, livraison prévue le 12 mars. "
+    "Je vais ouvrir un litige A à Z si rien ne bouge cette semaine. Cordialement, Marie"
+)
 
 
 def response(i: int) -> ClassifyResponse:
     return ClassifyResponse(
-        request_id=f"{i:032x}", risk="at_risk", risk_scores={r: 1 / 3 for r in RISKS},
-        claim_type="not_received", claim_type_scores={c: 1 / 7 for c in CLAIM_TYPES}, tier=1,
-        queue="tier1-escalation", tags=[], sla_due_at=datetime.now(UTC), evidence=["tracking number"],
-        language="fr", needs_review=False,
+        request_id=f"{i:032x}",
+        risk="at_risk",
+        risk_scores={r: 1 / 3 for r in RISKS},
+        claim_type="not_received",
+        claim_type_scores={c: 1 / 7 for c in CLAIM_TYPES},
+        tier=1,
+        queue="tier1-escalation",
+        tags=[],
+        sla_due_at=datetime.now(UTC),
+        evidence=["tracking number"],
+        language="fr",
+        needs_review=False,
         keyword_triage=KeywordTriageResult(tier=1, risk="claim_filed", claim_type="other"),
         model_version="20261127-000000-usem3",
     )
@@ -48,22 +58,26 @@ def timed(fn: Callable[[], None], n: int) -> list[float]:
 
 
 def summary(ms: list[float]) -> str:
-    return (f"median {statistics.median(ms):.3f} ms, p95 {ms[int(len(ms) * 0.95)]:.3f} ms, "
-            f"p99 {ms[int(len(ms) * 0.99)]:.3f} ms")
+    return (
+        f"median {statistics.median(ms):.3f} ms, p95 {ms[int(len(ms) * 0.95)]:.3f} ms, "
+        f"p99 {ms[int(len(ms) * 0.99)]:.3f} ms"
+    )
 
 
 def run(n: int, batch: int, synchronous: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         plog = PredictionLog.open(f"sqlite:///{Path(tmp) / 'bench.db'}")
         if synchronous != "NORMAL":
-            sa.event.listen(plog.engine, "connect",
-                            lambda c, _r: c.cursor().execute(f"PRAGMA synchronous={synchronous}"))
+            sa.event.listen(
+                plog.engine, "connect", lambda c, _r: c.cursor().execute(f"PRAGMA synchronous={synchronous}")
+            )
             plog.engine.dispose()
         req = ClassifyRequest(text=TEXT, channel="amazon", order_id="171-2233445-6677889")
         counter = iter(range(10**9))
         single = timed(lambda: plog.record([req], [response(next(counter))]), n)
-        batched = timed(lambda: plog.record([req] * batch, [response(next(counter)) for _ in range(batch)]),
-                        max(10, n // batch))
+        batched = timed(
+            lambda: plog.record([req] * batch, [response(next(counter)) for _ in range(batch)]), max(10, n // batch)
+        )
         plog.close()
     return {"single": single, "batch": batched}
 

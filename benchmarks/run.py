@@ -33,8 +33,10 @@ RESULTS = REPO / "benchmarks" / "results"
 BANKING77 = REPO.parent / "shared" / "benchmarks" / "banking77" / "train.csv"
 
 FULL = {"rounds": 5, "plan": LoadPlan()}
-QUICK = {"rounds": 2, "plan": LoadPlan(rounds=2, single_c1=150, single_cn=300, batch_c1=6, batch_cn=16,
-                                       duration=15.0, warmup=50)}
+QUICK = {
+    "rounds": 2,
+    "plan": LoadPlan(rounds=2, single_c1=150, single_cn=300, batch_c1=6, batch_cn=16, duration=15.0, warmup=50),
+}
 
 
 def say(msg: str) -> None:
@@ -146,14 +148,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan: LoadPlan = mode["plan"]  # type: ignore[assignment]
     now = datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    result: dict[str, Any] = {"meta": {
-        "timestamp": now.isoformat(timespec="seconds"), "quick": args.quick, "model": str(model),
-        "served_variant": config["default_variant"], "intra_op_threads": threads,
-        "inference_slots": inference_slots(settings.threads), "cpus": os.cpu_count(),
-        "cpu_model": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                           if line.startswith("model name")), "?") if Path("/proc/cpuinfo").is_file() else "?",
-        "loadavg_start": loadavg(), "versions": versions(), **git_state(),
-    }}
+    result: dict[str, Any] = {
+        "meta": {
+            "timestamp": now.isoformat(timespec="seconds"),
+            "quick": args.quick,
+            "model": str(model),
+            "served_variant": config["default_variant"],
+            "intra_op_threads": threads,
+            "inference_slots": inference_slots(settings.threads),
+            "cpus": os.cpu_count(),
+            "cpu_model": next(
+                (
+                    line.split(":", 1)[1].strip()
+                    for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")
+                ),
+                "?",
+            )
+            if Path("/proc/cpuinfo").is_file()
+            else "?",
+            "loadavg_start": loadavg(),
+            "versions": versions(),
+            **git_state(),
+        }
+    }
     sets = message_sets(args.test_data)
     result["messages"] = sets.info
     t_start = time.perf_counter()

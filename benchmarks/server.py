@@ -61,8 +61,19 @@ class Server:
     def start(self, probe: bytes, timeout: float = 180.0) -> float:
         """Spawn the server and POST `probe` to /classify until the first 200; return that delay (s)."""
         self.port = free_port()
-        cmd = [sys.executable, "-m", "triage", "serve", "--model", str(self.model), "--host", HOST,
-               "--port", str(self.port), "--no-access-log"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "triage",
+            "serve",
+            "--model",
+            str(self.model),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--no-access-log",
+        ]
         env = dict(os.environ) | (self.extra_env or {})
         with self.log.open("wb") as log:
             t0 = time.perf_counter()
@@ -108,14 +119,42 @@ def write_payloads(path: Path, bodies: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
-def run_load(port: int, path: str, payloads: Path, concurrency: int, requests: int, duration: float,
-             warmup: int, latencies: bool = False) -> dict[str, Any]:
+def run_load(
+    port: int,
+    path: str,
+    payloads: Path,
+    concurrency: int,
+    requests: int,
+    duration: float,
+    warmup: int,
+    latencies: bool = False,
+) -> dict[str, Any]:
     """Run `python -m benchmarks.load` in its own process; return its JSON result."""
-    cmd = [sys.executable, "-m", "benchmarks.load", "--url", f"http://{HOST}:{port}{path}",
-           "--payloads", str(payloads), "--concurrency", str(concurrency), "--requests", str(requests),
-           "--duration", str(duration), "--warmup", str(warmup)] + (["--latencies"] if latencies else [])
-    out = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-                         timeout=duration + 120, check=False)
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.load",
+        "--url",
+        f"http://{HOST}:{port}{path}",
+        "--payloads",
+        str(payloads),
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+    ] + (["--latencies"] if latencies else [])
+    out = subprocess.run(
+        cmd,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=duration + 120,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
     return dict(json.loads(out.stdout))
@@ -147,15 +186,25 @@ def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
         for k, v in run["errors"].items():
             errors[k] = errors.get(k, 0) + v
     return {
-        "requests": len(latencies), "messages": messages, "wall_s": round(wall, 3), "errors": errors,
+        "requests": len(latencies),
+        "messages": messages,
+        "wall_s": round(wall, 3),
+        "errors": errors,
         "messages_per_s": round(messages / wall, 2) if wall else 0.0,
         "requests_per_s": round(len(latencies) / wall, 2) if wall else 0.0,
-        "latency_ms": summary_ms(latencies), "runs": runs,
+        "latency_ms": summary_ms(latencies),
+        "runs": runs,
     }
 
 
-def http_benchmark(model: Path, texts: Sequence[str], plan: LoadPlan, workdir: Path,
-                   before_c1: Callable[[], None] | None = None, batch_size: int = 32) -> dict[str, Any]:
+def http_benchmark(
+    model: Path,
+    texts: Sequence[str],
+    plan: LoadPlan,
+    workdir: Path,
+    before_c1: Callable[[], None] | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
     """Cold start, memory, /classify latency at c=1 and c=N, /classify/batch vs /classify throughput.
 
     The server logs its predictions to a SQLite file in `workdir`, never to the configured database.
@@ -166,16 +215,16 @@ def http_benchmark(model: Path, texts: Sequence[str], plan: LoadPlan, workdir: P
 
     rng = random.Random(13)
     single = write_payloads(workdir / "single.jsonl", [{"text": t} for t in texts])
-    batch = write_payloads(workdir / "batch.jsonl", [
-        {"messages": [{"text": t} for t in rng.sample(list(texts), batch_size)]} for _ in range(24)
-    ])
+    batch = write_payloads(
+        workdir / "batch.jsonl",
+        [{"messages": [{"text": t} for t in rng.sample(list(texts), batch_size)]} for _ in range(24)],
+    )
     var = workdir / "var"
     env = {"TRIAGE_VAR_DIR": str(var), "TRIAGE_DATABASE_URL": f"sqlite:///{var / 'bench.db'}"}
     repo = Path(__file__).resolve().parent.parent
     probe = json.dumps({"text": texts[0]}).encode()
     c, d = plan.concurrency, plan.duration
-    runs: dict[str, list[dict[str, Any]]] = {"classify_c1": [], f"classify_c{c}": [], "batch_c1": [],
-                                             f"batch_c{c}": []}
+    runs: dict[str, list[dict[str, Any]]] = {"classify_c1": [], f"classify_c{c}": [], "batch_c1": [], f"batch_c{c}": []}
     with Server(model, cwd=repo, log=workdir / "server.log", extra_env=env) as server:
         cold = server.start(probe)
         run_load(server.port, "/classify", single, 1, plan.warmup, d, 0)
@@ -195,6 +244,12 @@ def http_benchmark(model: Path, texts: Sequence[str], plan: LoadPlan, workdir: P
         str(k): round(result[f"batch_c{k}"]["messages_per_s"] / result[f"classify_c{k}"]["messages_per_s"], 2)
         for k in (1, c)
     }
-    result |= {"concurrency": c, "batch_size": batch_size, "cold_start_s": round(cold, 3), "server_pid": server_pid,
-               "memory_mb": {"after_warmup": warm, "after_load": after}, "plan": plan.__dict__}
+    result |= {
+        "concurrency": c,
+        "batch_size": batch_size,
+        "cold_start_s": round(cold, 3),
+        "server_pid": server_pid,
+        "memory_mb": {"after_warmup": warm, "after_load": after},
+        "plan": plan.__dict__,
+    }
     return result

@@ -25,10 +25,27 @@ from training.data import OPTIONAL, REQUIRED
 FILE_NAME = "corrections.csv"
 SCHEMA = (*REQUIRED, *OPTIONAL)  # the data schema every training row follows
 # data/corrections.csv: the data schema, then provenance
-DATA_COLUMNS = ("text", "language", "risk", "claim_type", "channel", "order_id", "received_at", "source",
-                "annotator", "labeled_at")
-PROVENANCE_COLUMNS = ("ls_task_id", "ls_annotation_id", "request_id", "model_risk", "model_claim_type",
-                      "model_version", "note")
+DATA_COLUMNS = (
+    "text",
+    "language",
+    "risk",
+    "claim_type",
+    "channel",
+    "order_id",
+    "received_at",
+    "source",
+    "annotator",
+    "labeled_at",
+)
+PROVENANCE_COLUMNS = (
+    "ls_task_id",
+    "ls_annotation_id",
+    "request_id",
+    "model_risk",
+    "model_claim_type",
+    "model_version",
+    "note",
+)
 COLUMNS = DATA_COLUMNS + PROVENANCE_COLUMNS
 
 
@@ -48,8 +65,7 @@ def read_corrections(path: Path) -> list[dict[str, str]]:
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise LoopError(f"{path}: cannot read it ({err}); fix or move it, then pull again") from err
     if "ls_annotation_id" not in header:
-        raise LoopError(f"{path} is not a corrections file (no ls_annotation_id column); move it away, "
-                        "then pull again")
+        raise LoopError(f"{path} is not a corrections file (no ls_annotation_id column); move it away, then pull again")
     return rows
 
 
@@ -116,11 +132,15 @@ class Corrected:
     def counts(self) -> dict[str, int]:
         """Flat counts for tracking: rows, corrections, and per language / label of both."""
         out = {
-            "seed_rows": self.seed_rows, "train_rows": len(self.train),
-            "corrections.rows": self.correction_rows, "corrections.applied": len(self.applied),
-            "corrections.overriding": self.overriding, "corrections.relabelled": self.relabelled,
+            "seed_rows": self.seed_rows,
+            "train_rows": len(self.train),
+            "corrections.rows": self.correction_rows,
+            "corrections.applied": len(self.applied),
+            "corrections.overriding": self.overriding,
+            "corrections.relabelled": self.relabelled,
             "corrections.new": int((self.applied["change"] == "new").sum()),
-            "corrections.held_out": len(self.held_out), "corrections.superseded": self.superseded,
+            "corrections.held_out": len(self.held_out),
+            "corrections.superseded": self.superseded,
         }
         for prefix, df in (("train", self.train), ("corrections", self.applied)):
             for col in ("language", "risk", "claim_type"):
@@ -172,5 +192,11 @@ def apply_corrections(seed: pd.DataFrame, corrections: pd.DataFrame | None, test
     applied = use[[*SCHEMA, *extra]].reset_index(drop=True)
     held = held_out[[c for c in held_out.columns if not c.startswith("_") and c != "line"]]
     held = held.reset_index(drop=True)
-    return Corrected(train=train, applied=applied, held_out=held, seed_rows=len(seed),
-                     correction_rows=len(corr), superseded=superseded)
+    return Corrected(
+        train=train,
+        applied=applied,
+        held_out=held,
+        seed_rows=len(seed),
+        correction_rows=len(corr),
+        superseded=superseded,
+    )

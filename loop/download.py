@@ -54,7 +54,9 @@ def _fetch(settings: Settings, uri: str) -> tuple[VersionInfo, Path]:
     try:
         with mlflow_call(settings, f"downloading {info.uri} ({info.source})"):
             mlflow.artifacts.download_artifacts(
-                artifact_uri=info.source, dst_path=str(staging), tracking_uri=settings.tracking_uri,
+                artifact_uri=info.source,
+                dst_path=str(staging),
+                tracking_uri=settings.tracking_uri,
             )
         folder = staging / info.source.rstrip("/").rsplit("/", 1)[-1]
         if not folder.is_dir():
@@ -101,7 +103,10 @@ def registry_loader(settings: Settings) -> ServiceLoader:
 
     def load() -> TriageService:
         info, folder = _fetch(settings, uri)
-        return TriageService(Classifier.load(folder, threads=settings.threads),
-                             source=f"{uri} -> {info.uri}", registry_version=info.version)
+        return TriageService(
+            Classifier.load(folder, threads=settings.threads),
+            source=f"{uri} -> {info.uri}",
+            registry_version=info.version,
+        )
 
     return load

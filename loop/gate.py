@@ -82,8 +82,10 @@ class GateCheck:
         if self.champion is None:
             return f"{self.metric}: {self.candidate:.4f} (the champion has no value)"
         verdict = "ok" if self.passed else "FAIL"
-        return (f"{self.metric}: {self.candidate:.4f} vs champion {self.champion:.4f} "
-                f"({0.0 - (self.drop or 0.0):+.2f} points, allowed -{self.allowed_drop:.2f}) {verdict}")
+        return (
+            f"{self.metric}: {self.candidate:.4f} vs champion {self.champion:.4f} "
+            f"({0.0 - (self.drop or 0.0):+.2f} points, allowed -{self.allowed_drop:.2f}) {verdict}"
+        )
 
 
 @dataclass(frozen=True)
@@ -94,37 +96,64 @@ class GateDecision:
     champion_version: str | None = None
 
     def as_tags(self) -> dict[str, str]:
-        return {"gate.passed": str(self.passed).lower(), "gate.reason": self.reason[:4900],
-                "gate.champion_version": self.champion_version or ""}
+        return {
+            "gate.passed": str(self.passed).lower(),
+            "gate.reason": self.reason[:4900],
+            "gate.champion_version": self.champion_version or "",
+        }
 
 
-def gate(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
-         champion_version: str | None = None, policy: GatePolicy | None = None) -> GateDecision:
+def gate(
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    champion_version: str | None = None,
+    policy: GatePolicy | None = None,
+) -> GateDecision:
     """May the candidate replace the champion? `candidate` / `champion` are flat run metrics."""
     policy = policy or GatePolicy()
     if champion is None:
         if "test.tier1_recall" not in candidate:
             return GateDecision(False, "no test metrics for the candidate: it cannot be judged")
         return GateDecision(True, "no champion yet: the first registered version becomes champion")
-    checks = [GateCheck("test.tier1_recall", champion.get("test.tier1_recall"),
-                        candidate.get("test.tier1_recall"), policy.tier1_recall_drop)]
-    checks += [GateCheck(f"test.{lang}.tier1_recall", champion.get(f"test.{lang}.tier1_recall"),
-                         candidate.get(f"test.{lang}.tier1_recall"), policy.language_tier1_recall_drop)
-               for lang in LANGUAGES]
-    checks.append(GateCheck("test.risk_macro_f1", champion.get("test.risk_macro_f1"),
-                            candidate.get("test.risk_macro_f1"), policy.risk_macro_f1_drop))
+    checks = [
+        GateCheck(
+            "test.tier1_recall",
+            champion.get("test.tier1_recall"),
+            candidate.get("test.tier1_recall"),
+            policy.tier1_recall_drop,
+        )
+    ]
+    checks += [
+        GateCheck(
+            f"test.{lang}.tier1_recall",
+            champion.get(f"test.{lang}.tier1_recall"),
+            candidate.get(f"test.{lang}.tier1_recall"),
+            policy.language_tier1_recall_drop,
+        )
+        for lang in LANGUAGES
+    ]
+    checks.append(
+        GateCheck(
+            "test.risk_macro_f1",
+            champion.get("test.risk_macro_f1"),
+            candidate.get("test.risk_macro_f1"),
+            policy.risk_macro_f1_drop,
+        )
+    )
     failed = [c for c in checks if not c.passed]
     versus = f"champion (version {champion_version})" if champion_version else "the champion"
     if failed:
         reason = f"worse than {versus}: " + "; ".join(c.describe() for c in failed)
     else:
         reason = f"passes the gate against {versus}: " + "; ".join(
-            c.describe() for c in checks if c.metric in ("test.tier1_recall", "test.risk_macro_f1"))
+            c.describe() for c in checks if c.metric in ("test.tier1_recall", "test.risk_macro_f1")
+        )
     return GateDecision(not failed, reason, tuple(checks), champion_version)
 
 
-def comparison_table(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
-                     keys: tuple[str, ...] = COMPARED) -> str:
+def comparison_table(
+    candidate: Mapping[str, float], champion: Mapping[str, float] | None, keys: tuple[str, ...] = COMPARED
+) -> str:
     """Markdown table: each metric overall and per language, champion -> candidate."""
     cols = ("all", *LANGUAGES)
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
@@ -142,5 +171,3 @@ def comparison_table(candidate: Mapping[str, float], champion: Mapping[str, floa
                 cells.append(f"{old:.4f} -> {new:.4f} ({(new - old) * 100:+.1f})")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-

@@ -74,8 +74,9 @@ class LabelStudioClient:
                 f"Label Studio at {self.where} answered HTTP {err.status_code} while {what}: {detail}"
             ) from None
         except httpx.HTTPError as err:
-            raise LabelStudioError(f"Label Studio at {self.where} failed while {what}: "
-                                   f"{self._scrub(str(err))[:400]}") from None
+            raise LabelStudioError(
+                f"Label Studio at {self.where} failed while {what}: {self._scrub(str(err))[:400]}"
+            ) from None
 
     # -- who ----------------------------------------------------------------------------------------
     def whoami(self) -> str:
@@ -109,8 +110,7 @@ class LabelStudioClient:
                     self.sdk.projects.update(id=found, label_config=label_config)
             return found, False
         with self._calling(f"creating project {title!r}"):
-            project = self.sdk.projects.create(title=title, label_config=label_config,
-                                               description=description)
+            project = self.sdk.projects.create(title=title, label_config=label_config, description=description)
         assert project.id is not None
         log.info("created Label Studio project %s (%r)", project.id, title)
         return int(project.id), True
@@ -124,26 +124,32 @@ class LabelStudioClient:
         if not tasks:
             return []
         with self._calling(f"importing {len(tasks)} task(s) into project {project_id}"):
-            res = self.sdk.projects.import_tasks(id=project_id, request=list(tasks),  # type: ignore[arg-type]
-                                                 return_task_ids=True, request_options={"max_retries": 0})
+            res = self.sdk.projects.import_tasks(
+                id=project_id,
+                request=list(tasks),  # type: ignore[arg-type]
+                return_task_ids=True,
+                request_options={"max_retries": 0},
+            )
         # `task_ids` is an extra field of the response model (pydantic keeps unknown fields)
         ids = [int(i) for i in getattr(res, "task_ids", None) or []]
         if len(ids) != len(tasks):
-            raise LabelStudioError(f"Label Studio at {self.where} created {len(ids)} task(s) for "
-                                   f"{len(tasks)} sent; check the project before pushing again")
+            raise LabelStudioError(
+                f"Label Studio at {self.where} created {len(ids)} task(s) for "
+                f"{len(tasks)} sent; check the project before pushing again"
+            )
         return ids
 
     def export(self, project_id: int, all_tasks: bool = False) -> list[dict[str, Any]]:
         """The project's tasks as Label Studio's JSON export: annotated ones (cancelled annotations included),
         or every task with `all_tasks`."""
         with self._calling(f"exporting project {project_id}"):
-            raw = b"".join(self.sdk.projects.exports.download_sync(
-                project_id, export_type="JSON", download_all_tasks=all_tasks))
+            raw = b"".join(
+                self.sdk.projects.exports.download_sync(project_id, export_type="JSON", download_all_tasks=all_tasks)
+            )
         try:
             tasks = json.loads(raw)
         except ValueError as err:
-            raise LabelStudioError(
-                f"Label Studio at {self.where} sent an export that is not JSON ({err})") from None
+            raise LabelStudioError(f"Label Studio at {self.where} sent an export that is not JSON ({err})") from None
         if not isinstance(tasks, list):
             raise LabelStudioError(f"Label Studio at {self.where} sent an export that is not a list of tasks")
         return tasks

@@ -34,9 +34,11 @@ class PullResult:
     total: int = 0
 
     def report(self) -> str:
-        lines = [f"pulled from Label Studio project {self.project_id}: {self.added} added, "
-                 f"{self.updated} updated, {self.already_present} already present, {len(self.rejected)} "
-                 f"rejected; {self.path} has {self.total} correction(s)"]
+        lines = [
+            f"pulled from Label Studio project {self.project_id}: {self.added} added, "
+            f"{self.updated} updated, {self.already_present} already present, {len(self.rejected)} "
+            f"rejected; {self.path} has {self.total} correction(s)"
+        ]
         lines += [f"  rejected {r}" for r in self.rejected]
         return "\n".join(lines)
 
@@ -49,8 +51,10 @@ def pull(settings: Settings, client: LabelStudioClient | None = None, path: Path
     ls = client or LabelStudioClient.from_settings(settings)
     project_id = ls.find_project(settings.label_studio_project)
     if project_id is None:
-        raise LoopError(f"Label Studio at {ls.where} has no project {settings.label_studio_project!r}: "
-                             "push some tickets first (triage label push)")
+        raise LoopError(
+            f"Label Studio at {ls.where} has no project {settings.label_studio_project!r}: "
+            "push some tickets first (triage label push)"
+        )
     tasks = ls.export(project_id)
     annotators = ls.annotators()
     request_ids = [str((t.get("data") or {}).get("request_id") or "") for t in tasks]
@@ -59,8 +63,7 @@ def pull(settings: Settings, client: LabelStudioClient | None = None, path: Path
     merged = add_pulled(existing, rows)
     if merged.added or merged.updated:
         write_corrections(path, merged.rows)
-    return PullResult(project_id, path, merged.added, merged.updated, merged.unchanged, rejected,
-                      len(merged.rows))
+    return PullResult(project_id, path, merged.added, merged.updated, merged.unchanged, rejected, len(merged.rows))
 
 
 def logged_languages(settings: Settings, request_ids: Sequence[str]) -> dict[str, str]:

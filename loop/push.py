@@ -16,8 +16,10 @@ from serving.predlog import PredictionLog
 from serving.settings import Settings
 
 DEFAULT_LIMIT = 100
-PROJECT_DESCRIPTION = ("Correct the triage model: pick the risk and claim type the message really has "
-                       "(labeling guide: docs/labeling-guide.md). Most urgent tickets first.")
+PROJECT_DESCRIPTION = (
+    "Correct the triage model: pick the risk and claim type the message really has "
+    "(labeling guide: docs/labeling-guide.md). Most urgent tickets first."
+)
 
 
 @dataclass
@@ -32,25 +34,24 @@ class PushResult:
 
     def report(self) -> str:
         made = "created" if self.project_created else "reused"
-        reasons = ", ".join(f"{r.replace('_', ' ')} {self.by_reason[r]}"
-                            for r in REASONS if self.by_reason.get(r))
-        lines = [f"Label Studio project {self.project_id} ({made}): sent {self.sent} new task(s)"
-                 + (f" ({reasons})" if reasons else ""),
-                 f"{self.already_sent} message(s) were already in the project and were not sent again"]
+        reasons = ", ".join(f"{r.replace('_', ' ')} {self.by_reason[r]}" for r in REASONS if self.by_reason.get(r))
+        lines = [
+            f"Label Studio project {self.project_id} ({made}): sent {self.sent} new task(s)"
+            + (f" ({reasons})" if reasons else ""),
+            f"{self.already_sent} message(s) were already in the project and were not sent again",
+        ]
         if self.waiting:
             lines.append(f"{self.waiting} more message(s) wait for the next push (--limit sends more)")
         return "\n".join(lines)
 
 
-def push(settings: Settings, limit: int = DEFAULT_LIMIT,
-         client: LabelStudioClient | None = None) -> PushResult:
+def push(settings: Settings, limit: int = DEFAULT_LIMIT, client: LabelStudioClient | None = None) -> PushResult:
     """Send up to `limit` logged messages that were never sent, most urgent first, each with the model's
     answer as a pre-annotation; remember what was sent so that no message is ever sent twice."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
     ls = client or LabelStudioClient.from_settings(settings)
-    project_id, created = ls.ensure_project(settings.label_studio_project, tasks.label_config(),
-                                            PROJECT_DESCRIPTION)
+    project_id, created = ls.ensure_project(settings.label_studio_project, tasks.label_config(), PROJECT_DESCRIPTION)
     in_project = ls.task_keys(project_id)
     plog = PredictionLog.open(settings.db_url)
     try:
@@ -66,5 +67,12 @@ def push(settings: Settings, limit: int = DEFAULT_LIMIT,
         plog.mark_sent(project_id, [(p.text_key, i, p.request_id) for p, i in zip(batch, ids, strict=True)])
     finally:
         plog.close()
-    return PushResult(project_id, created, len(ids), ids, dict(Counter(tasks.reason(p) for p in batch)),
-                      len(sent_before), len(queue) - len(batch))
+    return PushResult(
+        project_id,
+        created,
+        len(ids),
+        ids,
+        dict(Counter(tasks.reason(p) for p in batch)),
+        len(sent_before),
+        len(queue) - len(batch),
+    )

@@ -80,8 +80,7 @@ class RunInfo:
 def parse_model_uri(uri: str) -> ModelRef:
     m = _URI.match(uri.strip())
     if not m:
-        raise RegistryError(
-            f"{uri!r} is not a registry model URI: use models:/NAME@ALIAS or models:/NAME/VERSION")
+        raise RegistryError(f"{uri!r} is not a registry model URI: use models:/NAME@ALIAS or models:/NAME/VERSION")
     return ModelRef(m["name"], alias=m["alias"], version=m["version"])
 
 
@@ -96,8 +95,9 @@ def mlflow_call(settings: Settings, what: str) -> Iterator[None]:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         where = mask_url(settings.tracking_uri)
         if any(s in first for s in ("Max retries exceeded", "Failed to establish a new connection")):
-            raise RegistryError(f"{what} failed: cannot reach MLflow at {where} (is the server running? "
-                                "MLFLOW_TRACKING_URI chooses it)") from err
+            raise RegistryError(
+                f"{what} failed: cannot reach MLflow at {where} (is the server running? MLFLOW_TRACKING_URI chooses it)"
+            ) from err
         raise RegistryError(f"{what} failed (MLflow at {where}): {mask_text(first)[:500]}") from err
     except Exception as err:  # requests' and urllib3's errors do not share a base class with MLflow's
         if type(err).__module__.split(".")[0] in ("requests", "urllib3", "sqlalchemy"):
@@ -183,11 +183,11 @@ def log_run(
         with mlflow_call(settings, f"logging run {run_id}"):
             plist = [Param(k, str(v)) for k, v in params.items()]
             for i in range(0, len(plist), 100):
-                c.log_batch(run_id, params=plist[i:i + 100])
+                c.log_batch(run_id, params=plist[i : i + 100])
             stamp = int(run.info.start_time or 0)
             mlist = [Metric(k, float(v), stamp, 0) for k, v in metrics.items()]
             for i in range(0, len(mlist), _BATCH):
-                c.log_batch(run_id, metrics=mlist[i:i + _BATCH])
+                c.log_batch(run_id, metrics=mlist[i : i + _BATCH])
             for path, local in artifacts.items():
                 if local.is_dir():
                     c.log_artifacts(run_id, str(local), path)
@@ -218,13 +218,19 @@ def _info(c: MlflowClient, mv: ModelVersion, with_metrics: bool = True) -> Versi
         except MlflowException:  # the run was deleted: the version still serves
             metrics = {}
     return VersionInfo(
-        name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source or "",
-        aliases=tuple(mv.aliases or ()), tags=dict(mv.tags or {}), metrics=metrics,
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        source=mv.source or "",
+        aliases=tuple(mv.aliases or ()),
+        tags=dict(mv.tags or {}),
+        metrics=metrics,
     )
 
 
-def register_version(settings: Settings, run: RunInfo, tags: Mapping[str, str] | None = None,
-                     description: str | None = None) -> VersionInfo:
+def register_version(
+    settings: Settings, run: RunInfo, tags: Mapping[str, str] | None = None, description: str | None = None
+) -> VersionInfo:
     """Register the run's model folder as a new version of `settings.registered_model` (created if new)."""
     name = settings.registered_model
     c = client(settings)
@@ -237,8 +243,12 @@ def register_version(settings: Settings, run: RunInfo, tags: Mapping[str, str] |
             except MlflowException:  # created meanwhile
                 c.get_registered_model(name)
         mv = c.create_model_version(
-            name, source=f"{run.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}", run_id=run.run_id,
-            tags=dict(tags or {}), description=description, run_link=run.url,
+            name,
+            source=f"{run.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT}",
+            run_id=run.run_id,
+            tags=dict(tags or {}),
+            description=description,
+            run_link=run.url,
         )
         return _info(c, mv)
 

@@ -61,8 +61,11 @@ class RetrainResult:
 
     def report(self) -> str:
         c = self.counts
-        before = (f"champion before: version {self.previous_champion.version}" if self.previous_champion
-                  else "champion before: none")
+        before = (
+            f"champion before: version {self.previous_champion.version}"
+            if self.previous_champion
+            else "champion before: none"
+        )
         lines = [
             f"training rows: {c['train_rows']} (seed {c['seed_rows']}; corrections: "
             f"{c['corrections.applied']} applied = {c['corrections.new']} new + "
@@ -78,11 +81,14 @@ class RetrainResult:
             f"gate: {'PASSED' if self.decision.passed else 'FAILED'}: {self.decision.reason}",
         ]
         if self.promoted:
-            lines.append(f"version {self.version} is now `{registry.CHAMPION}`; reload servers with "
-                         "POST /admin/reload")
+            lines.append(f"version {self.version} is now `{registry.CHAMPION}`; reload servers with POST /admin/reload")
         else:
-            why = "" if not self.decision.passed else " (registered without promotion: --no-promote); " \
+            why = (
+                ""
+                if not self.decision.passed
+                else " (registered without promotion: --no-promote); "
                 f"promote it with `triage promote --version {self.version}`"
+            )
             lines.append(f"version {self.version} is `{self.alias}`{why}; the champion is unchanged")
         return "\n".join(lines)
 
@@ -139,47 +145,89 @@ def retrain(
         "data.test_sha256": sha256_file(test),
         "data.train_sha256": sha256_file(merged_csv),
     }
-    write_json(data_dir / "summary.json", {"counts": counts, "hashes": hashes, "seed": str(data),
-                                           "corrections": str(corrections) if corrections else None,
-                                           "test": str(test)})
-    log.info("training on %d rows (%d corrections applied, %d held out)", len(merge.train),
-             len(merge.applied), len(merge.held_out))
+    write_json(
+        data_dir / "summary.json",
+        {
+            "counts": counts,
+            "hashes": hashes,
+            "seed": str(data),
+            "corrections": str(corrections) if corrections else None,
+            "test": str(test),
+        },
+    )
+    log.info(
+        "training on %d rows (%d corrections applied, %d held out)",
+        len(merge.train),
+        len(merge.applied),
+        len(merge.held_out),
+    )
 
     cfg = TrainConfig.from_settings(
-        settings, data=merged_csv, test=test, out=run_dir / "model", models_dir=run_dir,
-        c=c or settings.head_c, progress=progress,
-        extra={"seed_data": str(data), "seed_sha256": hashes["data.seed_sha256"],
-               "corrections": str(corrections) if corrections else None,
-               "corrections_sha256": hashes["data.corrections_sha256"],
-               "corrections_applied": len(merge.applied), "corrections_held_out": len(merge.held_out)},
+        settings,
+        data=merged_csv,
+        test=test,
+        out=run_dir / "model",
+        models_dir=run_dir,
+        c=c or settings.head_c,
+        progress=progress,
+        extra={
+            "seed_data": str(data),
+            "seed_sha256": hashes["data.seed_sha256"],
+            "corrections": str(corrections) if corrections else None,
+            "corrections_sha256": hashes["data.corrections_sha256"],
+            "corrections_applied": len(merge.applied),
+            "corrections_held_out": len(merge.held_out),
+        },
     )
     folder = build_model(fit(cfg), cfg)
     config = json.loads((folder / "config.json").read_text())
     folder_metrics = json.loads((folder / "metrics.json").read_text())
     metrics = flatten_metrics(folder_metrics, config["default_variant"])
-    decision = gate(metrics, dict(previous.metrics) if previous else None,
-                    previous.version if previous else None, policy)
+    decision = gate(
+        metrics, dict(previous.metrics) if previous else None, previous.version if previous else None, policy
+    )
 
-    params: dict[str, Any] = {
-        "encoder": config["encoder"]["id"], "c": cfg.c, "class_weight": cfg.class_weight, "seed": cfg.seed,
-        # every other scalar training knob (e.g. the Tier-1 precision target), and the folder's thresholds
-        **{k: v for k, v in vars(cfg).items()
-           if k not in ("c", "encoder", "progress") and isinstance(v, int | float | str) and not isinstance(v, bool)},
-        **{f"review.{k}": v for k, v in config.get("review", {}).items()},
-        "served_variant": config["default_variant"], "model_version": config["version"],
-        "registered_model": settings.registered_model, "seed_data": str(data),
-        "corrections": str(corrections) if corrections else "none", "test": str(test), "promote": promote,
-    } | hashes | policy.as_params()
+    params: dict[str, Any] = (
+        {
+            "encoder": config["encoder"]["id"],
+            "c": cfg.c,
+            "class_weight": cfg.class_weight,
+            "seed": cfg.seed,
+            # every other scalar training knob (e.g. the Tier-1 precision target), and the folder's thresholds
+            **{
+                k: v
+                for k, v in vars(cfg).items()
+                if k not in ("c", "encoder", "progress")
+                and isinstance(v, int | float | str)
+                and not isinstance(v, bool)
+            },
+            **{f"review.{k}": v for k, v in config.get("review", {}).items()},
+            "served_variant": config["default_variant"],
+            "model_version": config["version"],
+            "registered_model": settings.registered_model,
+            "seed_data": str(data),
+            "corrections": str(corrections) if corrections else "none",
+            "test": str(test),
+            "promote": promote,
+        }
+        | hashes
+        | policy.as_params()
+    )
     run_metrics = metrics | {f"data.{k}": float(v) for k, v in counts.items()}
     artifacts: dict[str, Path] = {"model": folder, "data": data_dir}
     artifacts |= {f"plots/{p}": folder / p for p in PLOTS if (folder / p).is_file()}
     run = registry.log_run(
-        settings, run_name=run_name or f"retrain-{config['version']}", params=params, metrics=run_metrics,
+        settings,
+        run_name=run_name or f"retrain-{config['version']}",
+        params=params,
+        metrics=run_metrics,
         tags={"triage.model_version": config["version"], "triage.kind": "retrain"} | decision.as_tags(),
         artifacts=artifacts,
     )
     registered = registry.register_version(
-        settings, run, tags={"model_version": config["version"]} | decision.as_tags(),
+        settings,
+        run,
+        tags={"model_version": config["version"]} | decision.as_tags(),
         description=decision.reason[:4900],
     )
     promoted = promote and decision.passed
@@ -189,12 +237,23 @@ def retrain(
     else:
         registry.set_alias(settings, registry.CHALLENGER, registered.version)
         alias = registry.CHALLENGER
-    registry.set_run_tags(settings, run.run_id,
-                          {"registry.version": registered.version, "registry.alias": alias})
-    registered = registry.get_version(
-        settings, registry.ModelRef(settings.registered_model, version=registered.version)) or registered
+    registry.set_run_tags(settings, run.run_id, {"registry.version": registered.version, "registry.alias": alias})
+    registered = (
+        registry.get_version(settings, registry.ModelRef(settings.registered_model, version=registered.version))
+        or registered
+    )
     return RetrainResult(
-        run_id=run.run_id, run_url=run.url, run_dir=run_dir, model_folder=folder,
-        model_version=config["version"], registered=registered, alias=alias, decision=decision,
-        promoted=promoted, previous_champion=previous, metrics=metrics, counts=counts, merge=merge,
+        run_id=run.run_id,
+        run_url=run.url,
+        run_dir=run_dir,
+        model_folder=folder,
+        model_version=config["version"],
+        registered=registered,
+        alias=alias,
+        decision=decision,
+        promoted=promoted,
+        previous_champion=previous,
+        metrics=metrics,
+        counts=counts,
+        merge=merge,
     )

@@ -22,7 +22,7 @@ TEXT, RISK, CLAIM_TYPE, NOTE, HINT = "text", "risk", "claim_type", "note", "hint
 RISK_HINTS = {
     "claim_filed": "An A-to-Z claim already exists (Amazon's notice, or the buyer says they opened one).",
     "at_risk": "No claim yet, but grounds for one (late past the promised date, damaged, wrong item, "
-               "no refund, customs fees) or a threat to go to Amazon.",
+    "no refund, customs fees) or a threat to go to Amazon.",
     "routine": "Everything else: tracking before the promised date, invoices, product questions, thanks.",
 }
 CLAIM_TYPE_HINTS = {
@@ -44,22 +44,25 @@ def label_config() -> str:
 
     def choices(name: str, labels: Sequence[str], hints: Mapping[str, str], title: str) -> str:
         items = "\n".join(f"    <Choice value={quoteattr(v)} hint={quoteattr(hints[v])}/>" for v in labels)
-        return (f'  <Header value={quoteattr(title)} size="5"/>\n'
-                f'  <Choices name="{name}" toName="{TEXT}" choice="single-radio" required="true" '
-                f'showInline="true">\n{items}\n  </Choices>')
+        return (
+            f'  <Header value={quoteattr(title)} size="5"/>\n'
+            f'  <Choices name="{name}" toName="{TEXT}" choice="single-radio" required="true" '
+            f'showInline="true">\n{items}\n  </Choices>'
+        )
 
-    return "\n".join([
-        "<View>",
-        f'  <Header value="${HINT}" size="6"/>',
-        f'  <Text name="{TEXT}" value="${TEXT}"/>',
-        choices(RISK, RISKS, RISK_HINTS, "Risk (A-to-Z): see the labeling guide"),
-        choices(CLAIM_TYPE, CLAIM_TYPES, CLAIM_TYPE_HINTS,
-                "Claim type: none exactly when the risk is routine"),
-        '  <Header value="Note for the data team (optional)" size="5"/>',
-        f'  <TextArea name="{NOTE}" toName="{TEXT}" rows="2" maxSubmissions="1" editable="true" '
-        'placeholder="Why this label, or what is unclear"/>',
-        "</View>",
-    ])
+    return "\n".join(
+        [
+            "<View>",
+            f'  <Header value="${HINT}" size="6"/>',
+            f'  <Text name="{TEXT}" value="${TEXT}"/>',
+            choices(RISK, RISKS, RISK_HINTS, "Risk (A-to-Z): see the labeling guide"),
+            choices(CLAIM_TYPE, CLAIM_TYPES, CLAIM_TYPE_HINTS, "Claim type: none exactly when the risk is routine"),
+            '  <Header value="Note for the data team (optional)" size="5"/>',
+            f'  <TextArea name="{NOTE}" toName="{TEXT}" rows="2" maxSubmissions="1" editable="true" '
+            'placeholder="Why this label, or what is unclear"/>',
+            "</View>",
+        ]
+    )
 
 
 # -- push: which messages, in which order, as which tasks ------------------------------------------
@@ -107,9 +110,11 @@ def _choice(from_name: str, value: str) -> dict[str, Any]:
 
 def hint(p: LoggedPrediction) -> str:
     """One line above the message telling the reviewer why it is here and what was said about it."""
-    parts = [f"why: {reason(p).replace('_', ' ')}",
-             f"model: {p.risk} / {p.claim_type} ({confidence(p):.2f})",
-             f"keywords: {p.keyword_risk} / {p.keyword_claim_type}"]
+    parts = [
+        f"why: {reason(p).replace('_', ' ')}",
+        f"model: {p.risk} / {p.claim_type} ({confidence(p):.2f})",
+        f"keywords: {p.keyword_risk} / {p.keyword_claim_type}",
+    ]
     if p.feedback_risk is not None:
         parts.append(f"agent {p.feedback_agent}: {p.feedback_risk} / {p.feedback_claim_type or '?'}")
     return " | ".join(parts)
@@ -136,11 +141,13 @@ def to_task(p: LoggedPrediction) -> dict[str, Any]:
     }
     return {
         "data": data,
-        "predictions": [{
-            "model_version": p.model_version,
-            "score": round(confidence(p), 4),
-            "result": [_choice(RISK, p.risk), _choice(CLAIM_TYPE, p.claim_type)],
-        }],
+        "predictions": [
+            {
+                "model_version": p.model_version,
+                "score": round(confidence(p), 4),
+                "result": [_choice(RISK, p.risk), _choice(CLAIM_TYPE, p.claim_type)],
+            }
+        ],
     }
 
 
@@ -182,9 +189,12 @@ def _single(result: Sequence[Mapping[str, Any]], name: str, allowed: Sequence[st
     return values[0], ""
 
 
-def annotation_to_row(task: Mapping[str, Any], annotation: Mapping[str, Any],
-                      annotators: Mapping[int, str] | None = None,
-                      language: str | None = None) -> dict[str, str] | Rejection:
+def annotation_to_row(
+    task: Mapping[str, Any],
+    annotation: Mapping[str, Any],
+    annotators: Mapping[int, str] | None = None,
+    language: str | None = None,
+) -> dict[str, str] | Rejection:
     """A corrections row (`loop.corrections.COLUMNS`) for one exported annotation, or why it is not usable.
 
     `annotators` maps Label Studio user ids to e-mails; `language` overrides the task's (the prediction
@@ -209,8 +219,10 @@ def annotation_to_row(task: Mapping[str, Any], annotation: Mapping[str, Any],
         return reject("; ".join(problems))
     assert risk is not None and claim_type is not None
     if not consistent(risk, claim_type):
-        return reject(f"claim_type {claim_type!r} inconsistent with risk {risk!r} "
-                      "(claim_type is 'none' exactly when risk is 'routine')")
+        return reject(
+            f"claim_type {claim_type!r} inconsistent with risk {risk!r} "
+            "(claim_type is 'none' exactly when risk is 'routine')"
+        )
     who = annotation.get("completed_by")
     if isinstance(who, Mapping):
         annotator = str(who.get("email") or who.get("id") or "")
@@ -219,13 +231,22 @@ def annotation_to_row(task: Mapping[str, Any], annotation: Mapping[str, Any],
     lang = language or str(data.get("language") or "") or detect_language(text)
     model = _model_prediction(task, data)
     return {
-        "text": text, "language": lang, "risk": risk, "claim_type": claim_type,
-        "channel": str(data.get("channel") or ""), "order_id": str(data.get("order_id") or ""),
-        "received_at": str(data.get("received_at") or ""), "source": SOURCE, "annotator": annotator,
+        "text": text,
+        "language": lang,
+        "risk": risk,
+        "claim_type": claim_type,
+        "channel": str(data.get("channel") or ""),
+        "order_id": str(data.get("order_id") or ""),
+        "received_at": str(data.get("received_at") or ""),
+        "source": SOURCE,
+        "annotator": annotator,
         "labeled_at": str(annotation.get("updated_at") or annotation.get("created_at") or ""),
-        "ls_task_id": str(task_id), "ls_annotation_id": str(ann_id),
+        "ls_task_id": str(task_id),
+        "ls_annotation_id": str(ann_id),
         "request_id": str(data.get("request_id") or ""),
-        "model_risk": model[0], "model_claim_type": model[1], "model_version": model[2],
+        "model_risk": model[0],
+        "model_claim_type": model[1],
+        "model_version": model[2],
         "note": _note(result),
     }
 
@@ -233,8 +254,7 @@ def annotation_to_row(task: Mapping[str, Any], annotation: Mapping[str, Any],
 def _model_prediction(task: Mapping[str, Any], data: Mapping[str, Any]) -> tuple[str, str, str]:
     """(risk, claim_type, model_version) the model had said: from the task data, else its prediction."""
     if data.get("model_risk"):
-        return (str(data["model_risk"]), str(data.get("model_claim_type") or ""),
-                str(data.get("model_version") or ""))
+        return (str(data["model_risk"]), str(data.get("model_claim_type") or ""), str(data.get("model_version") or ""))
     for pred in task.get("predictions") or []:
         if isinstance(pred, Mapping) and pred.get("result"):
             r, c = _chosen(pred["result"], RISK), _chosen(pred["result"], CLAIM_TYPE)
@@ -243,7 +263,8 @@ def _model_prediction(task: Mapping[str, Any], data: Mapping[str, Any]) -> tuple
 
 
 def export_to_rows(
-    tasks: Iterable[Mapping[str, Any]], annotators: Mapping[int, str] | None = None,
+    tasks: Iterable[Mapping[str, Any]],
+    annotators: Mapping[int, str] | None = None,
     languages: Mapping[str, str] | None = None,
 ) -> tuple[list[dict[str, str]], list[Rejection]]:
     """Every annotation of an exported project as a row or a rejection (tasks without any are ignored).

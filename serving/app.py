@@ -48,8 +48,13 @@ class BodyLimit:
         headers = dict(scope.get("headers") or [])
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if scope["method"] in ("POST", "PUT", "PATCH") and content_type and not content_type.endswith(b"json"):
-            response = JSONResponse({"detail": f"unsupported content type {content_type.decode('latin-1')!r}: "
-                                     "send the request as JSON (content-type: application/json)"}, status_code=415)
+            response = JSONResponse(
+                {
+                    "detail": f"unsupported content type {content_type.decode('latin-1')!r}: "
+                    "send the request as JSON (content-type: application/json)"
+                },
+                status_code=415,
+            )
             await response(scope, receive, send)
             return
         length = headers.get(b"content-length")
@@ -88,8 +93,7 @@ class BodyLimit:
 async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 with every problem: where (`loc`), what (`msg`), which kind (`type`); never the input itself."""
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-              for e in exc.errors()]
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
     return JSONResponse({"detail": errors}, status_code=422)
 
 

@@ -20,8 +20,9 @@ def check_labels(risk: Risk | None, claim_type: ClaimType | None) -> None:
         )
 
 
-def resolve_feedback(predicted_risk: Risk, predicted_claim_type: ClaimType, risk: Risk | None,
-                     claim_type: ClaimType | None) -> tuple[Risk, ClaimType | None]:
+def resolve_feedback(
+    predicted_risk: Risk, predicted_claim_type: ClaimType, risk: Risk | None, claim_type: ClaimType | None
+) -> tuple[Risk, ClaimType | None]:
     """The (risk, claim_type) the agent reported, completed by the guide's rule and the prediction.
 
     - both given: as given (they must be consistent);

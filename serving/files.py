@@ -13,8 +13,9 @@ from typing import IO, Any
 
 
 @contextmanager
-def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None,
-                 perms: int = 0o644) -> Iterator[IO[Any]]:
+def atomic_write(
+    path: Path, mode: str = "w", encoding: str | None = "utf-8", newline: str | None = None, perms: int = 0o644
+) -> Iterator[IO[Any]]:
     """Write `path` through a temporary file beside it, fsync'ed and renamed into place on success.
 
     Readers see the old file or the new one, never half of it; on any error the temporary file is removed

@@ -49,7 +49,6 @@ SUPPORTED: dict[str, Language] = {"fr": "fr", "it": "it", "en": "en"}
 _TOKEN = re.compile(r"[a-z]+")
 
 
-
 def _fold(text: str) -> str:
     lowered = text.lower()
     if lowered.isascii():  # most messages: nothing to decompose

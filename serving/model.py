@@ -111,8 +111,7 @@ class ReviewPolicy:
 class ModelBundle:
     """One model folder loaded for inference: tokenizer + onnxruntime session, nothing else."""
 
-    def __init__(self, folder: Path | str, variant: str | None = None, threads: int = 0,
-                 verify: bool = True) -> None:
+    def __init__(self, folder: Path | str, variant: str | None = None, threads: int = 0, verify: bool = True) -> None:
         self.folder = Path(folder)
         if not (self.folder / CONFIG).is_file():
             raise ModelError(f"{self.folder}: not a model folder (no {CONFIG})")

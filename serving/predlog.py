@@ -47,7 +47,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 metadata = sa.MetaData()
 
 predictions = sa.Table(
-    "predictions", metadata,
+    "predictions",
+    metadata,
     sa.Column("request_id", sa.String(64), primary_key=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("text", sa.Text, nullable=False),
@@ -68,10 +69,10 @@ predictions = sa.Table(
 )
 
 feedback = sa.Table(
-    "feedback", metadata,
+    "feedback",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(64), sa.ForeignKey("predictions.request_id"), nullable=False,
-              index=True),
+    sa.Column("request_id", sa.String(64), sa.ForeignKey("predictions.request_id"), nullable=False, index=True),
     sa.Column("risk", sa.String(32), nullable=False),
     sa.Column("claim_type", sa.String(32)),  # NULL: the agent said a Tier-1 risk and no ground
     sa.Column("agent", sa.String(128), nullable=False),
@@ -79,7 +80,8 @@ feedback = sa.Table(
 )
 
 label_tasks = sa.Table(
-    "label_tasks", metadata,
+    "label_tasks",
+    metadata,
     sa.Column("project_id", sa.Integer, primary_key=True),
     sa.Column("text_key", sa.String(64), primary_key=True),
     sa.Column("task_id", sa.Integer, nullable=False),
@@ -160,8 +162,7 @@ class PredictionLog:
         try:
             parsed = make_url(url)
         except Exception as err:
-            raise PredictionLogError("the database URL (TRIAGE_DATABASE_URL) is not a SQLAlchemy URL") \
-                from err
+            raise PredictionLogError("the database URL (TRIAGE_DATABASE_URL) is not a SQLAlchemy URL") from err
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -171,7 +172,8 @@ class PredictionLog:
             self.engine: sa.Engine = sa.create_engine(url, **kwargs)
         except Exception as err:
             raise PredictionLogError(
-                f"cannot open the prediction log at {mask_url(url)}: {mask_text(str(err))}") from err
+                f"cannot open the prediction log at {mask_url(url)}: {mask_text(str(err))}"
+            ) from err
         if parsed.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._insert_predictions = sa.insert(predictions)  # built once: the hot path reuses it
@@ -195,18 +197,28 @@ class PredictionLog:
         self.engine.dispose()
 
     # -- the hot path ------------------------------------------------------------------------------
-    def record(self, requests: Sequence[ClassifyRequest], responses: Sequence[ClassifyResponse],
-               now: datetime | None = None) -> None:
+    def record(
+        self, requests: Sequence[ClassifyRequest], responses: Sequence[ClassifyResponse], now: datetime | None = None
+    ) -> None:
         """Commit one row per answered request, in one transaction."""
         created = now or datetime.now(UTC)
         rows = [
             {
-                "request_id": res.request_id, "created_at": created, "text": req.text,
-                "text_key": message_key(req.text), "channel": req.channel, "order_id": req.order_id,
-                "received_at": req.received_at, "risk": res.risk, "claim_type": res.claim_type,
-                "risk_scores": res.risk_scores, "claim_type_scores": res.claim_type_scores,
-                "needs_review": res.needs_review, "language": res.language,
-                "keyword_risk": res.keyword_triage.risk, "keyword_claim_type": res.keyword_triage.claim_type,
+                "request_id": res.request_id,
+                "created_at": created,
+                "text": req.text,
+                "text_key": message_key(req.text),
+                "channel": req.channel,
+                "order_id": req.order_id,
+                "received_at": req.received_at,
+                "risk": res.risk,
+                "claim_type": res.claim_type,
+                "risk_scores": res.risk_scores,
+                "claim_type_scores": res.claim_type_scores,
+                "needs_review": res.needs_review,
+                "language": res.language,
+                "keyword_risk": res.keyword_triage.risk,
+                "keyword_claim_type": res.keyword_triage.claim_type,
                 "model_version": res.model_version,
             }
             for req, res in zip(requests, responses, strict=True)
@@ -222,14 +234,21 @@ class PredictionLog:
         found = self.list_predictions(request_ids=[request_id])
         return found[0] if found else None
 
-    def add_feedback(self, request_id: str, risk: Risk, claim_type: ClaimType | None, agent: str,
-                     now: datetime | None = None) -> FeedbackRecord:
+    def add_feedback(
+        self, request_id: str, risk: Risk, claim_type: ClaimType | None, agent: str, now: datetime | None = None
+    ) -> FeedbackRecord:
         created = now or datetime.now(UTC)
         try:
             with self.engine.begin() as conn:
-                new_id = conn.execute(sa.insert(feedback).values(
-                    request_id=request_id, risk=risk, claim_type=claim_type, agent=agent, created_at=created,
-                )).inserted_primary_key
+                new_id = conn.execute(
+                    sa.insert(feedback).values(
+                        request_id=request_id,
+                        risk=risk,
+                        claim_type=claim_type,
+                        agent=agent,
+                        created_at=created,
+                    )
+                ).inserted_primary_key
         except SQLAlchemyError as err:
             raise PredictionLogError(f"could not record the feedback: {_reason(err)}") from err
         assert new_id is not None
@@ -240,25 +259,36 @@ class PredictionLog:
             rows = conn.execute(
                 sa.select(feedback).where(feedback.c.request_id == request_id).order_by(feedback.c.id)
             ).mappings()
-            return [FeedbackRecord(r["id"], r["request_id"], r["risk"], r["claim_type"], r["agent"],
-                                   r["created_at"]) for r in rows]
+            return [
+                FeedbackRecord(r["id"], r["request_id"], r["risk"], r["claim_type"], r["agent"], r["created_at"])
+                for r in rows
+            ]
 
     # -- the labeling loop -------------------------------------------------------------------------
-    def list_predictions(self, request_ids: Iterable[str] | None = None,
-                    exclude_sent_to: int | None = None) -> list[LoggedPrediction]:
+    def list_predictions(
+        self, request_ids: Iterable[str] | None = None, exclude_sent_to: int | None = None
+    ) -> list[LoggedPrediction]:
         """Logged predictions with their latest feedback; optionally only `request_ids`, or only those
         whose message was not sent to Label Studio project `exclude_sent_to` yet."""
         latest = (
             sa.select(feedback.c.request_id, sa.func.max(feedback.c.id).label("fid"))
-            .group_by(feedback.c.request_id).subquery()
+            .group_by(feedback.c.request_id)
+            .subquery()
         )
         fb = feedback.alias("fb")
         query = (
-            sa.select(predictions, fb.c.risk.label("feedback_risk"),
-                      fb.c.claim_type.label("feedback_claim_type"), fb.c.agent.label("feedback_agent"),
-                      fb.c.created_at.label("feedback_at"))
-            .select_from(predictions.outerjoin(latest, latest.c.request_id == predictions.c.request_id)
-                         .outerjoin(fb, fb.c.id == latest.c.fid))
+            sa.select(
+                predictions,
+                fb.c.risk.label("feedback_risk"),
+                fb.c.claim_type.label("feedback_claim_type"),
+                fb.c.agent.label("feedback_agent"),
+                fb.c.created_at.label("feedback_at"),
+            )
+            .select_from(
+                predictions.outerjoin(latest, latest.c.request_id == predictions.c.request_id).outerjoin(
+                    fb, fb.c.id == latest.c.fid
+                )
+            )
             .order_by(predictions.c.created_at, predictions.c.request_id)
         )
         if request_ids is not None:
@@ -271,24 +301,30 @@ class PredictionLog:
 
     def sent_keys(self, project_id: int) -> set[str]:
         with self.engine.connect() as conn:
-            return set(conn.execute(
-                sa.select(label_tasks.c.text_key).where(label_tasks.c.project_id == project_id)
-            ).scalars())
+            return set(
+                conn.execute(sa.select(label_tasks.c.text_key).where(label_tasks.c.project_id == project_id)).scalars()
+            )
 
-    def mark_sent(self, project_id: int, sent: Sequence[tuple[str, int, str | None]],
-                  now: datetime | None = None) -> None:
+    def mark_sent(
+        self, project_id: int, sent: Sequence[tuple[str, int, str | None]], now: datetime | None = None
+    ) -> None:
         """Remember (text_key, task_id, request_id) as sent to `project_id`, in one transaction."""
         if not sent:
             return
         when = now or datetime.now(UTC)
         known = self.sent_keys(project_id)
-        rows = [{"project_id": project_id, "text_key": k, "task_id": t, "request_id": r, "sent_at": when}
-                for k, t, r in sent if k not in known]
+        rows = [
+            {"project_id": project_id, "text_key": k, "task_id": t, "request_id": r, "sent_at": when}
+            for k, t, r in sent
+            if k not in known
+        ]
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(sa.insert(label_tasks), rows)
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            return {t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
-                    for t in (predictions, feedback, label_tasks)}
+            return {
+                t.name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+                for t in (predictions, feedback, label_tasks)
+            }

@@ -64,23 +64,27 @@ def json_response(model: BaseModel) -> Response:
     return Response(content=model.model_dump_json(), media_type="application/json")
 
 
-def classify_and_record(svc: TriageService, plog: PredictionLog,
-                        requests: list[ClassifyRequest]) -> list[ClassifyResponse]:
+def classify_and_record(
+    svc: TriageService, plog: PredictionLog, requests: list[ClassifyRequest]
+) -> list[ClassifyResponse]:
     """The blocking part of a /classify request: classify, then commit the answers before returning them."""
     results = svc.classify(requests)
     plog.record(requests, results)
     return results
 
 
-async def classify_many(svc: TriageService, plog: PredictionLog, inference: CapacityLimiter,
-                        requests: list[ClassifyRequest]) -> list[ClassifyResponse]:
+async def classify_many(
+    svc: TriageService, plog: PredictionLog, inference: CapacityLimiter, requests: list[ClassifyRequest]
+) -> list[ClassifyResponse]:
     # one explicit worker-thread hop (a sync route would pay a second one to validate the response)
     try:
         return await to_thread.run_sync(classify_and_record, svc, plog, requests, limiter=inference)
     except PredictionLogError as err:
         log.error("%s", err)
-        raise HTTPException(status_code=503, detail="the prediction log could not record this "
-                            "classification, so no answer is returned; retry shortly") from err
+        raise HTTPException(
+            status_code=503,
+            detail="the prediction log could not record this classification, so no answer is returned; retry shortly",
+        ) from err
 
 
 # -- routes -----------------------------------------------------------------------------------------
@@ -90,20 +94,31 @@ async def classify(req: ClassifyRequest, svc: Service, plog: PredLog, inference:
     return json_response((await classify_many(svc, plog, inference, [req]))[0])
 
 
-@router.post("/classify/batch", response_model=BatchResponse, tags=["classify"],
-             description=f"Classify 1 to {MAX_BATCH} messages in one model pass.")
+@router.post(
+    "/classify/batch",
+    response_model=BatchResponse,
+    tags=["classify"],
+    description=f"Classify 1 to {MAX_BATCH} messages in one model pass.",
+)
 async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog, inference: Inference) -> Response:
     return json_response(BatchResponse(results=await classify_many(svc, plog, inference, req.messages)))
 
 
-@router.post("/feedback", response_model=FeedbackResponse, status_code=201, tags=["feedback"],
-             responses={404: {"model": ErrorResponse, "description": "No classification has this id"}})
+@router.post(
+    "/feedback",
+    response_model=FeedbackResponse,
+    status_code=201,
+    tags=["feedback"],
+    responses={404: {"model": ErrorResponse, "description": "No classification has this id"}},
+)
 def post_feedback(req: FeedbackRequest, plog: PredLog) -> FeedbackResponse:
     """Report what a classified ticket really was: the misroute signal reviewers see first."""
     pred = plog.get(req.request_id)
     if pred is None:
-        raise HTTPException(status_code=404, detail=f"unknown request_id {req.request_id!r}: no "
-                            "classification with this id was recorded")
+        raise HTTPException(
+            status_code=404,
+            detail=f"unknown request_id {req.request_id!r}: no classification with this id was recorded",
+        )
     risk, claim_type = resolve_feedback(pred.risk, pred.claim_type, req.risk, req.claim_type)
     try:
         saved = plog.add_feedback(req.request_id, risk, claim_type, req.agent)
@@ -111,10 +126,16 @@ def post_feedback(req: FeedbackRequest, plog: PredLog) -> FeedbackResponse:
         log.error("%s", err)
         raise HTTPException(status_code=503, detail="the feedback could not be recorded; retry shortly") from err
     return FeedbackResponse(
-        feedback_id=saved.id, request_id=pred.request_id, risk=risk, claim_type=claim_type, agent=saved.agent,
-        predicted_risk=pred.risk, predicted_claim_type=pred.claim_type,
+        feedback_id=saved.id,
+        request_id=pred.request_id,
+        risk=risk,
+        claim_type=claim_type,
+        agent=saved.agent,
+        predicted_risk=pred.risk,
+        predicted_claim_type=pred.claim_type,
         misroute=is_misroute(pred.risk, pred.claim_type, risk, claim_type),
-        model_version=pred.model_version, created_at=saved.created_at,
+        model_version=pred.model_version,
+        created_at=saved.created_at,
     )
 
 
@@ -126,8 +147,12 @@ def health(svc: Service) -> HealthResponse:
 def version_of(svc: TriageService) -> VersionResponse:
     cfg = svc.classifier.bundle.config
     return VersionResponse(
-        service=__version__, model_version=svc.model_version, variant=svc.classifier.bundle.variant,
-        model_source=svc.source, registry_version=svc.registry_version, encoder=cfg["encoder"]["id"],
+        service=__version__,
+        model_version=svc.model_version,
+        variant=svc.classifier.bundle.variant,
+        model_source=svc.source,
+        registry_version=svc.registry_version,
+        encoder=cfg["encoder"]["id"],
         created_at=cfg["created_at"],
     )
 
@@ -137,8 +162,12 @@ def version(svc: Service) -> VersionResponse:
     return version_of(svc)
 
 
-@router.post("/admin/reload", response_model=VersionResponse, tags=["ops"],
-             responses={409: {"model": ErrorResponse, "description": "The new model could not be loaded"}})
+@router.post(
+    "/admin/reload",
+    response_model=VersionResponse,
+    tags=["ops"],
+    responses={409: {"model": ErrorResponse, "description": "The new model could not be loaded"}},
+)
 async def reload(request: Request) -> VersionResponse:
     """Load the configured model again (e.g. the current champion) and swap it in.
 

@@ -15,12 +15,21 @@ MAX_BATCH = 64
 
 
 class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False,
-                              json_schema_extra={"examples": [{
-                                  "text": "Bonjour, commande 171-2233445-6677889 toujours pas reçue, "
-                                          "livraison prévue le 12 mars. Je vais ouvrir un litige A à Z.",
-                                  "channel": "amazon", "order_id": "171-2233445-6677889",
-                                  "received_at": "2026-11-27T09:30:00Z"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "text": "Bonjour, commande 171-2233445-6677889 toujours pas reçue, "
+                    "livraison prévue le 12 mars. Je vais ouvrir un litige A à Z.",
+                    "channel": "amazon",
+                    "order_id": "171-2233445-6677889",
+                    "received_at": "2026-11-27T09:30:00Z",
+                }
+            ]
+        },
+    )
 
     text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="The buyer's or Amazon's message.")
     channel: str | None = Field(default=None, max_length=64, description="amazon, shopify, tiktok, ebay, email...")
@@ -62,8 +71,9 @@ class ClassifyResponse(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    messages: list[ClassifyRequest] = Field(min_length=1, max_length=MAX_BATCH,
-                                            description=f"1 to {MAX_BATCH} messages.")
+    messages: list[ClassifyRequest] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} messages."
+    )
 
 
 class BatchResponse(BaseModel):
@@ -92,15 +102,27 @@ class ErrorResponse(BaseModel):
 class FeedbackRequest(BaseModel):
     """An agent's report of what a classified ticket really was (the misroute signal)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "request_id": "3f2b9c0e8a4d4e1f9b7a6c5d4e3f2a1b", "risk": "at_risk", "claim_type": "not_received",
-        "agent": "marie.dupont"}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "3f2b9c0e8a4d4e1f9b7a6c5d4e3f2a1b",
+                    "risk": "at_risk",
+                    "claim_type": "not_received",
+                    "agent": "marie.dupont",
+                }
+            ]
+        },
+    )
 
     request_id: str = Field(min_length=1, max_length=64, description="The request_id /classify answered.")
     risk: Risk | None = Field(default=None, description="The real risk (optional if claim_type is given).")
     claim_type: ClaimType | None = Field(
-        default=None, description="The real claim type (optional: `routine` implies `none`; a ground alone "
-        "keeps the predicted Tier-1 risk, else `at_risk`).")
+        default=None,
+        description="The real claim type (optional: `routine` implies `none`; a ground alone "
+        "keeps the predicted Tier-1 risk, else `at_risk`).",
+    )
     agent: str = Field(min_length=1, max_length=128, description="Who reports it (name or id).")
 
     @field_validator("agent")
@@ -120,8 +142,10 @@ class FeedbackResponse(BaseModel):
     feedback_id: int
     request_id: str
     risk: Risk
-    claim_type: ClaimType | None = Field(description="None when the agent gave a Tier-1 risk but no ground "
-                                         "and the model saw none: the reviewer picks it.")
+    claim_type: ClaimType | None = Field(
+        description="None when the agent gave a Tier-1 risk but no ground "
+        "and the model saw none: the reviewer picks it."
+    )
     agent: str
     predicted_risk: Risk
     predicted_claim_type: ClaimType

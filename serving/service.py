@@ -23,8 +23,9 @@ def sla_due(received_at: datetime | None, tier: int, now: datetime) -> datetime:
     return start + SLA[tier]
 
 
-def respond(req: ClassifyRequest, pred: Prediction, model_version: str, now: datetime,
-            request_id: str | None = None) -> ClassifyResponse:
+def respond(
+    req: ClassifyRequest, pred: Prediction, model_version: str, now: datetime, request_id: str | None = None
+) -> ClassifyResponse:
     kw = keyword_triage(req.text)
     language = detect_language(req.text)
     tier = pred.tier

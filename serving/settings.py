@@ -11,9 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every knob of `triage`, read from `TRIAGE_*` environment variables (and `.env`)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TRIAGE_", env_file=".env", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_file=".env", extra="ignore", populate_by_name=True)
 
     # where things live
     models_dir: Path = Path("models")
@@ -35,15 +33,21 @@ class Settings(BaseSettings):
     seed: int = 13
     head_c: float = Field(default=10.0, gt=0, description="inverse L2 strength of the logistic-regression heads")
     tier1_precision: float = Field(
-        default=0.9, gt=0, le=1,
+        default=0.9,
+        gt=0,
+        le=1,
         description="out-of-fold Tier-1 precision the routing threshold is chosen for at training time",
     )
     review_threshold: float = Field(
-        default=0.6, ge=0, le=1,
+        default=0.6,
+        ge=0,
+        le=1,
         description="needs_review when the probability of the chosen risk is below this (stored in the model)",
     )
     claim_type_review_threshold: float = Field(
-        default=0.45, ge=0, le=1,
+        default=0.45,
+        ge=0,
+        le=1,
         description="needs_review when the probability of the chosen Tier-1 claim type is below this",
     )
 

@@ -60,8 +60,13 @@ def write_rows(path: Path, fields: Sequence[str], rows: Sequence[dict[str, str]]
     return path
 
 
-def stratified_subset(src: Path, dst: Path, per_group: int, key: Sequence[str] = TRIAGE_KEY,
-                      groups: Collection[tuple[str, ...]] | None = None) -> list[dict[str, str]]:
+def stratified_subset(
+    src: Path,
+    dst: Path,
+    per_group: int,
+    key: Sequence[str] = TRIAGE_KEY,
+    groups: Collection[tuple[str, ...]] | None = None,
+) -> list[dict[str, str]]:
     """The first `per_group` rows of every group (of `groups` only, if given), written to `dst`."""
     fields, rows = read_rows(src)
     taken: dict[tuple[str, ...], int] = {}
@@ -115,8 +120,13 @@ def triage_model(triage_data: TriageData, tmp_path_factory: pytest.TempPathFacto
     from training.train import train
 
     root = tmp_path_factory.mktemp("triage-model")
-    cfg = train_config(data=triage_data.train, test=triage_data.test, models_dir=root / "models",
-                       cache_dir=root / "cache", progress=False)
+    cfg = train_config(
+        data=triage_data.train,
+        test=triage_data.test,
+        models_dir=root / "models",
+        cache_dir=root / "cache",
+        progress=False,
+    )
     folder = train(cfg)
     return TrainedModel(folder, cfg.models_dir, root / "cache", triage_data)
 
@@ -169,8 +179,10 @@ def mlflow_uri() -> str:
     """The real MLflow tracking server of `scripts/mlflow-server start` (TRIAGE_TEST_MLFLOW_URI)."""
     uri = os.environ.get("TRIAGE_TEST_MLFLOW_URI", "")
     if not uri:
-        pytest.skip("TRIAGE_TEST_MLFLOW_URI is not set: run `scripts/mlflow-server start` and source "
-                    "var/mlflow-server/env (`make test` does both)")
+        pytest.skip(
+            "TRIAGE_TEST_MLFLOW_URI is not set: run `scripts/mlflow-server start` and source "
+            "var/mlflow-server/env (`make test` does both)"
+        )
     try:
         httpx.get(f"{uri}/health", timeout=5).raise_for_status()
     except httpx.HTTPError as err:

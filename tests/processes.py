@@ -40,10 +40,17 @@ def triage_env(extra: Mapping[str, str | Path]) -> dict[str, str]:
     return env
 
 
-def run_triage(*args: str | Path, env: Mapping[str, str], cwd: Path, timeout: float = 600
-               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "triage", *map(str, args)], cwd=cwd, env=dict(env),
-                          capture_output=True, text=True, timeout=timeout)
+def run_triage(
+    *args: str | Path, env: Mapping[str, str], cwd: Path, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "triage", *map(str, args)],
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @contextmanager
@@ -53,9 +60,11 @@ def triage_server(model: str, env: Mapping[str, str], cwd: Path, wait: float = 1
     log_path = cwd / f"serve-{port}.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "triage", "serve", "--model", model, "--port", str(port),
-             "--no-access-log"],
-            cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "triage", "serve", "--model", model, "--port", str(port), "--no-access-log"],
+            cwd=cwd,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -14,8 +14,15 @@ from serving.language import detect_language
 from .conftest import TrainedModel
 
 RISKS = {"claim_filed", "at_risk", "routine"}
-CLAIM_TYPES = {"not_received", "damaged_defective", "not_as_described", "return_refund", "customs_fees",
-               "other", "none"}
+CLAIM_TYPES = {
+    "not_received",
+    "damaged_defective",
+    "not_as_described",
+    "return_refund",
+    "customs_fees",
+    "other",
+    "none",
+}
 # the labeling guide's evidence checklist, copied from docs/labeling-guide.md
 EVIDENCE = {
     "not_received": ["tracking number", "carrier", "delivery date and time", "proof of delivery / signature"],
@@ -26,8 +33,22 @@ EVIDENCE = {
     "other": ["full message history"],
     "none": [],
 }
-FIELDS = {"request_id", "risk", "risk_scores", "claim_type", "claim_type_scores", "tier", "queue", "tags",
-          "sla_due_at", "evidence", "language", "needs_review", "keyword_triage", "model_version"}
+FIELDS = {
+    "request_id",
+    "risk",
+    "risk_scores",
+    "claim_type",
+    "claim_type_scores",
+    "tier",
+    "queue",
+    "tags",
+    "sla_due_at",
+    "evidence",
+    "language",
+    "needs_review",
+    "keyword_triage",
+    "model_version",
+}
 
 MESSAGES = [
     "Bonjour, je n'ai toujours pas reçu ma commande 171-2233445-6677889, livraison prévue le 12 mars. "
@@ -43,17 +64,17 @@ MESSAGES = [
 # Amazon's A-to-Z claim notification, as sellers receive it in each language (not in the training data)
 NOTIFICATIONS = {
     "fr": "Objet : Réclamation au titre de la garantie A à Z pour la commande 402-7781234-5566778\n\n"
-          "Bonjour,\nL'acheteur a déposé une réclamation au titre de la garantie A à Z pour la commande "
-          "402-7781234-5566778. Motif : article non reçu. Répondez à cette réclamation dans un délai de "
-          "48 heures depuis la page Réclamations au titre de la garantie A à Z de Seller Central.",
+    "Bonjour,\nL'acheteur a déposé une réclamation au titre de la garantie A à Z pour la commande "
+    "402-7781234-5566778. Motif : article non reçu. Répondez à cette réclamation dans un délai de "
+    "48 heures depuis la page Réclamations au titre de la garantie A à Z de Seller Central.",
     "it": "Oggetto: Reclamo nell'ambito della Garanzia dalla A alla Z per l'ordine 405-1122334-4455667\n\n"
-          "Gentile venditore,\nl'acquirente ha presentato un reclamo nell'ambito della Garanzia dalla A "
-          "alla Z per l'ordine 405-1122334-4455667. Motivo: articolo danneggiato. Rispondi entro 48 ore "
-          "dalla pagina Reclami Garanzia dalla A alla Z di Seller Central.",
+    "Gentile venditore,\nl'acquirente ha presentato un reclamo nell'ambito della Garanzia dalla A "
+    "alla Z per l'ordine 405-1122334-4455667. Motivo: articolo danneggiato. Rispondi entro 48 ore "
+    "dalla pagina Reclami Garanzia dalla A alla Z di Seller Central.",
     "en": "Subject: A-to-z Guarantee claim for order 203-9988776-1122334\n\n"
-          "Hello,\nThe buyer has filed an A-to-z Guarantee claim for order 203-9988776-1122334. "
-          "Reason: item not as described. Please respond within 48 hours from the A-to-z Guarantee "
-          "Claims page in Seller Central.",
+    "Hello,\nThe buyer has filed an A-to-z Guarantee claim for order 203-9988776-1122334. "
+    "Reason: item not as described. Please respond within 48 hours from the A-to-z Guarantee "
+    "Claims page in Seller Central.",
 }
 
 RECEIVED = "2026-11-27T09:30:00Z"
@@ -129,8 +150,7 @@ def test_sla_runs_from_received_at_with_or_without_offset(api: httpx.Client) -> 
 
 
 @pytest.mark.parametrize("language", ["fr", "it", "en"])
-def test_a_to_z_notification_is_claim_filed(api: httpx.Client, tier1_threshold: float,
-                                            language: str) -> None:
+def test_a_to_z_notification_is_claim_filed(api: httpx.Client, tier1_threshold: float, language: str) -> None:
     text = NOTIFICATIONS[language]
     body = classify(api, text, channel="amazon", received_at=RECEIVED)
     check_answer(body, text, tier1_threshold)
@@ -157,8 +177,18 @@ def test_batch_keeps_order_and_equals_single_calls(api: httpx.Client, tier1_thre
     for text, got in zip(texts, results, strict=True):
         check_answer(got, text, tier1_threshold)
         single = classify(api, text, received_at=RECEIVED)
-        same = ("risk", "claim_type", "tier", "queue", "tags", "sla_due_at", "evidence", "language",
-                "keyword_triage", "model_version")
+        same = (
+            "risk",
+            "claim_type",
+            "tier",
+            "queue",
+            "tags",
+            "sla_due_at",
+            "evidence",
+            "language",
+            "keyword_triage",
+            "model_version",
+        )
         assert {k: got[k] for k in same} == {k: single[k] for k in same}, text
         # int8 graphs quantise activations per call, so scores move slightly with the batch's other messages
         for key in ("risk_scores", "claim_type_scores"):

@@ -48,9 +48,19 @@ def server() -> Iterator[int]:
 def _plan(port: int, bodies: list[bytes], counts: list[int], **kw: float) -> Plan:
     base: dict[str, float] = {"concurrency": 2, "requests": 20, "duration": 10.0, "warmup": 1, "timeout": 5.0}
     base |= kw
-    return Plan(host="127.0.0.1", port=port, path="/classify", bodies=bodies, messages=counts,
-                concurrency=int(base["concurrency"]), requests=int(base["requests"]), duration=base["duration"],
-                warmup=int(base["warmup"]), timeout=base["timeout"], latencies=True)
+    return Plan(
+        host="127.0.0.1",
+        port=port,
+        path="/classify",
+        bodies=bodies,
+        messages=counts,
+        concurrency=int(base["concurrency"]),
+        requests=int(base["requests"]),
+        duration=base["duration"],
+        warmup=int(base["warmup"]),
+        timeout=base["timeout"],
+        latencies=True,
+    )
 
 
 def test_load_generator_stops_after_its_request_budget_and_counts_batch_messages(server: int, tmp_path: Path) -> None:
@@ -81,15 +91,16 @@ def test_percentiles_are_nearest_rank() -> None:
     assert summary_ms([0.001, 0.002, 0.003])["p50"] == 2.0
 
 
-def _result(int8_speedup: float, drop: float, http_p50: float, bare: float, rss: float,
-            batch: float) -> dict[str, Any]:
+def _result(int8_speedup: float, drop: float, http_p50: float, bare: float, rss: float, batch: float) -> dict[str, Any]:
     return {
         "encoder": {"speedup": {"int8_vs_torch": {"short": {"1": int8_speedup}, "long": {"1": int8_speedup + 1}}}},
         "int8_accuracy": {"max_drop_points": drop, "risk_drop_points": drop, "claim_type_drop_points": 0.0},
         "floor": {"bare": {"p50_ms": bare}},
         "http": {
-            "concurrency": 8, "classify_c1": {"latency_ms": {"p50": http_p50}, "messages_per_s": 100.0},
-            "classify_c8": {"messages_per_s": 100.0}, "batch_c8": {"messages_per_s": 100.0 * batch},
+            "concurrency": 8,
+            "classify_c1": {"latency_ms": {"p50": http_p50}, "messages_per_s": 100.0},
+            "classify_c8": {"messages_per_s": 100.0},
+            "batch_c8": {"messages_per_s": 100.0 * batch},
             "batch_vs_single": {"1": batch, "8": batch},
             "memory_mb": {"after_warmup": {"VmRSS": rss}, "after_load": {"VmRSS": rss, "VmHWM": rss}},
         },

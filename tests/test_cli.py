@@ -13,10 +13,23 @@ from tests.processes import clean_env
 
 from .conftest import TrainedModel, TriageCli
 
-TRIAGE_KEYS = {"n", "risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision",
-               "claim_filed_recall"}
-FIELDS = {"request_id", "risk", "risk_scores", "claim_type", "claim_type_scores", "tier", "queue", "tags",
-          "sla_due_at", "evidence", "language", "needs_review", "keyword_triage", "model_version"}
+TRIAGE_KEYS = {"n", "risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision", "claim_filed_recall"}
+FIELDS = {
+    "request_id",
+    "risk",
+    "risk_scores",
+    "claim_type",
+    "claim_type_scores",
+    "tier",
+    "queue",
+    "tags",
+    "sla_due_at",
+    "evidence",
+    "language",
+    "needs_review",
+    "keyword_triage",
+    "model_version",
+}
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["export"], ["serve"], ["classify"]])
@@ -29,8 +42,14 @@ def test_help(triage_cli: TriageCli, command: list[str]) -> None:
 
 
 def test_classify_prints_the_answer(triage_cli: TriageCli, triage_model: TrainedModel) -> None:
-    run = triage_cli("classify", "Ho aperto un reclamo dalla A alla Z per l'ordine 405-8831207-4416352.",
-                     "--model", triage_model.folder, "--channel", "amazon")
+    run = triage_cli(
+        "classify",
+        "Ho aperto un reclamo dalla A alla Z per l'ordine 405-8831207-4416352.",
+        "--model",
+        triage_model.folder,
+        "--channel",
+        "amazon",
+    )
     assert run.returncode == 0, run.stderr
     body = json.loads(run.stdout)
     assert set(body) == FIELDS
@@ -41,9 +60,15 @@ def test_classify_prints_the_answer(triage_cli: TriageCli, triage_model: Trained
 
 
 def test_classify_reads_stdin_one_message_per_line(triage_model: TrainedModel, tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-m", "triage", "classify", "--model", str(triage_model.folder)],
-                         input="Thanks, arrived fine!\n\nMerci, colis bien reçu\n", capture_output=True,
-                         text=True, env=clean_env(), cwd=tmp_path, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "triage", "classify", "--model", str(triage_model.folder)],
+        input="Thanks, arrived fine!\n\nMerci, colis bien reçu\n",
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
     assert [json.loads(line)["language"] for line in lines] == ["en", "fr"]
@@ -78,8 +103,7 @@ def test_evaluate_json(triage_cli: TriageCli, triage_model: TrainedModel) -> Non
 
 def test_evaluate_tables_and_plots(triage_cli: TriageCli, triage_model: TrainedModel, tmp_path: Path) -> None:
     plots = tmp_path / "plots"
-    run = triage_cli("evaluate", "--data", triage_model.data.test, "--model", triage_model.folder,
-                     "--plots", plots)
+    run = triage_cli("evaluate", "--data", triage_model.data.test, "--model", triage_model.folder, "--plots", plots)
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert f"{len(triage_model.data.test_rows)} messages" in out
@@ -91,14 +115,18 @@ def test_evaluate_tables_and_plots(triage_cli: TriageCli, triage_model: TrainedM
         assert str(plots / name) in out
 
 
-def test_evaluate_bad_rows_exit_2_with_line_numbers(triage_cli: TriageCli, triage_model: TrainedModel,
-                                                   tmp_path: Path) -> None:
+def test_evaluate_bad_rows_exit_2_with_line_numbers(
+    triage_cli: TriageCli, triage_model: TrainedModel, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("text,language,risk,claim_type\n"
-                   "Where is my parcel?,en,routine,none\n"
-                   "Never arrived,en,routine,not_received\n"
-                   '"two\nlines",en,routine,none\n'
-                   "Hello,en,unknown,none\n", encoding="utf-8")
+    bad.write_text(
+        "text,language,risk,claim_type\n"
+        "Where is my parcel?,en,routine,none\n"
+        "Never arrived,en,routine,not_received\n"
+        '"two\nlines",en,routine,none\n'
+        "Hello,en,unknown,none\n",
+        encoding="utf-8",
+    )
     run = triage_cli("evaluate", "--data", bad, "--model", triage_model.folder, "--json")
     assert run.returncode == 2
     assert "line 3: claim_type 'not_received' inconsistent with risk 'routine'" in run.stderr
@@ -107,10 +135,20 @@ def test_evaluate_bad_rows_exit_2_with_line_numbers(triage_cli: TriageCli, triag
     assert run.stdout == ""
 
 
-def test_train_with_an_unreachable_encoder_exits_2(triage_cli: TriageCli, triage_model: TrainedModel,
-                                                  tmp_path: Path) -> None:
-    run = triage_cli("train", "--data", triage_model.data.train, "--no-test", "--out", tmp_path / "m",
-                     "--encoder", "no-such-org/no-such-model", "--quiet")
+def test_train_with_an_unreachable_encoder_exits_2(
+    triage_cli: TriageCli, triage_model: TrainedModel, tmp_path: Path
+) -> None:
+    run = triage_cli(
+        "train",
+        "--data",
+        triage_model.data.train,
+        "--no-test",
+        "--out",
+        tmp_path / "m",
+        "--encoder",
+        "no-such-org/no-such-model",
+        "--quiet",
+    )
     assert run.returncode == 2
     assert "cannot load sentence-transformers model 'no-such-org/no-such-model'" in run.stderr
     assert "Traceback" not in run.stderr
@@ -128,6 +166,7 @@ def test_classify_command_does_not_import_training(triage_model: TrainedModel, t
         "print(heavy, file=sys.stderr)\n"
         "assert not heavy, heavy\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(),
-                         cwd=tmp_path, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=120
+    )
     assert run.returncode == 0, run.stderr

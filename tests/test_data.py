@@ -31,9 +31,13 @@ def problems_of(path: Path, target: str | None = None) -> list[str]:
 
 
 def test_good_file_loads_with_line_numbers(tmp_path: Path) -> None:
-    path = write(tmp_path, HEADER, GOOD,
-                 "Le colis est arrivé cassé,fr,at_risk,damaged_defective",
-                 "Ho aperto un reclamo dalla A alla Z,it,claim_filed,other")
+    path = write(
+        tmp_path,
+        HEADER,
+        GOOD,
+        "Le colis est arrivé cassé,fr,at_risk,damaged_defective",
+        "Ho aperto un reclamo dalla A alla Z,it,claim_filed,other",
+    )
     df = load_dataset(path)
     assert df["line"].tolist() == [2, 3, 4]
     assert df["risk"].tolist() == ["routine", "at_risk", "claim_filed"]
@@ -66,8 +70,7 @@ def test_bad_row_reported_by_line_and_reason(tmp_path: Path, row: str, reason: s
 
 
 def test_every_bad_row_is_reported_and_nothing_loaded(tmp_path: Path) -> None:
-    path = write(tmp_path, HEADER, "a,en,nope,none", GOOD, "b,en,routine,damaged_defective", GOOD,
-                 ",en,routine,none")
+    path = write(tmp_path, HEADER, "a,en,nope,none", GOOD, "b,en,routine,damaged_defective", GOOD, ",en,routine,none")
     problems = problems_of(path)
     assert [p.split(":")[0] for p in problems] == ["line 2", "line 4", "line 6"]
 
@@ -79,11 +82,14 @@ def test_missing_column(tmp_path: Path) -> None:
 
 
 def test_multiline_quoted_text_keeps_later_line_numbers(tmp_path: Path) -> None:
-    path = write(tmp_path, HEADER,
-                 '"Objet : Réclamation au titre de la garantie A à Z\n\n'
-                 'L\'acheteur a déposé une réclamation.",fr,claim_filed,other',  # lines 2-4
-                 GOOD,  # line 5
-                 "Hello,en,routine,not_received")  # line 6
+    path = write(
+        tmp_path,
+        HEADER,
+        '"Objet : Réclamation au titre de la garantie A à Z\n\n'
+        "L'acheteur a déposé une réclamation.\",fr,claim_filed,other",  # lines 2-4
+        GOOD,  # line 5
+        "Hello,en,routine,not_received",
+    )  # line 6
     assert problems_of(path) == [
         "line 6: claim_type 'not_received' inconsistent with risk 'routine' "
         "(claim_type is 'none' exactly when risk is 'routine')"
@@ -104,8 +110,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_generic_target_mode(tmp_path: Path) -> None:
-    path = write(tmp_path, "text,category", "How do I locate my card?,card_arrival",
-                 "What is the exchange rate?,exchange_rate")
+    path = write(
+        tmp_path, "text,category", "How do I locate my card?,card_arrival", "What is the exchange rate?,exchange_rate"
+    )
     df = load_dataset(path, target="category")
     assert df["category"].tolist() == ["card_arrival", "exchange_rate"]
     assert df["line"].tolist() == [2, 3]
@@ -150,6 +157,7 @@ def test_shipped_train_and_test_share_no_text(shipped: dict) -> None:
     train, test = shipped["train"], shipped["test"]
     shared = set(train["text"]) & set(test["text"])
     assert not shared
+
     # nor near-copies differing only in case or spacing
     def norm(t: str) -> str:
         return " ".join(t.lower().split())

@@ -66,12 +66,19 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def minilm_model(minilm_path: Path, triage_model: TrainedModel,
-                 tmp_path_factory: pytest.TempPathFactory) -> Path:
+def minilm_model(minilm_path: Path, triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A triage model folder on the generic sentence-transformers path (all-MiniLM-L6-v2)."""
     root = tmp_path_factory.mktemp("minilm")
-    return train(train_config(data=triage_model.data.train, test=None, encoder=str(minilm_path),
-                              models_dir=root / "models", cache_dir=root / "cache", progress=False))
+    return train(
+        train_config(
+            data=triage_model.data.train,
+            test=None,
+            encoder=str(minilm_path),
+            models_dir=root / "models",
+            cache_dir=root / "cache",
+            progress=False,
+        )
+    )
 
 
 def test_sentence_transformers_onnx_parity(minilm_model: Path, minilm_path: Path) -> None:
@@ -91,8 +98,7 @@ def test_sentence_transformers_onnx_parity(minilm_model: Path, minilm_path: Path
 
 
 def test_unreachable_hub_name_gives_encoder_load_error() -> None:
-    with pytest.raises(EncoderLoadError,
-                       match=r"'no-such-org/no-such-model'.*Hugging Face hub could not provide it"):
+    with pytest.raises(EncoderLoadError, match=r"'no-such-org/no-such-model'.*Hugging Face hub could not provide it"):
         load_encoder("no-such-org/no-such-model")
 
 

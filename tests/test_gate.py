@@ -9,8 +9,13 @@ from loop.gate import GatePolicy, flatten_metrics, gate
 
 def metrics(t1: float, f1: float, langs: tuple[float, float, float] | None = None) -> dict[str, float]:
     fr, it, en = langs or (t1, t1, t1)
-    return {"test.tier1_recall": t1, "test.risk_macro_f1": f1, "test.fr.tier1_recall": fr,
-            "test.it.tier1_recall": it, "test.en.tier1_recall": en}
+    return {
+        "test.tier1_recall": t1,
+        "test.risk_macro_f1": f1,
+        "test.fr.tier1_recall": fr,
+        "test.it.tier1_recall": it,
+        "test.en.tier1_recall": en,
+    }
 
 
 def test_the_first_version_passes_the_gate() -> None:
@@ -45,12 +50,19 @@ def test_a_candidate_without_test_metrics_never_passes() -> None:
 
 
 def test_flatten_metrics_names_the_served_variant_per_language() -> None:
-    folder_metrics = json.loads(json.dumps({
-        "test": {"int8": {"n": 3, "tier1_recall": 0.5, "per_language": {"fr": {"tier1_recall": 1.0, "n": 1}}},
-                 "fp32": {"n": 3, "tier1_recall": 0.6, "per_language": {"fr": {"tier1_recall": None}}}},
-        "keyword_baseline": {"n": 3, "tier1_recall": 0.1, "per_language": {}},
-        "parity": {"fp32_min_cosine": 1.0}, "int8_gap_points": 0.5,
-    }))
+    folder_metrics = json.loads(
+        json.dumps(
+            {
+                "test": {
+                    "int8": {"n": 3, "tier1_recall": 0.5, "per_language": {"fr": {"tier1_recall": 1.0, "n": 1}}},
+                    "fp32": {"n": 3, "tier1_recall": 0.6, "per_language": {"fr": {"tier1_recall": None}}},
+                },
+                "keyword_baseline": {"n": 3, "tier1_recall": 0.1, "per_language": {}},
+                "parity": {"fp32_min_cosine": 1.0},
+                "int8_gap_points": 0.5,
+            }
+        )
+    )
     flat = flatten_metrics(folder_metrics, "int8")
     assert flat["test.tier1_recall"] == 0.5 and flat["test.fr.tier1_recall"] == 1.0
     assert flat["test_fp32.tier1_recall"] == 0.6 and "test_fp32.fr.tier1_recall" not in flat

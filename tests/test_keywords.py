@@ -39,10 +39,10 @@ ROUTINE = [
 
 
 @pytest.mark.parametrize(("text", "risk", "claim_type"), CAUGHT)
-@pytest.mark.parametrize("case", [str, str.upper, str.lower, str.swapcase],
-                         ids=["as-is", "upper", "lower", "swap"])
-def test_each_listed_form_is_caught_case_insensitively(text: str, risk: str, claim_type: str,
-                                                       case: Callable[[str], str]) -> None:
+@pytest.mark.parametrize("case", [str, str.upper, str.lower, str.swapcase], ids=["as-is", "upper", "lower", "swap"])
+def test_each_listed_form_is_caught_case_insensitively(
+    text: str, risk: str, claim_type: str, case: Callable[[str], str]
+) -> None:
     pred = keyword_triage(case(text))
     assert (pred.risk, pred.claim_type, pred.tier) == (risk, claim_type, 1)
 

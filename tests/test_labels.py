@@ -21,8 +21,20 @@ VARIANT = "MERCI,  tout est bien arrive\u0301. "
 
 
 def rows(*texts: str, risk: str = "routine", claim_type: str = "none") -> pd.DataFrame:
-    return pd.DataFrame([{"text": t, "language": "fr", "risk": risk, "claim_type": claim_type, "labeled_at": "",
-                          "source": "", "line": i + 2} for i, t in enumerate(texts)])
+    return pd.DataFrame(
+        [
+            {
+                "text": t,
+                "language": "fr",
+                "risk": risk,
+                "claim_type": claim_type,
+                "labeled_at": "",
+                "source": "",
+                "line": i + 2,
+            }
+            for i, t in enumerate(texts)
+        ]
+    )
 
 
 def test_normalised_form_ignores_case_spacing_and_unicode_forms() -> None:
@@ -51,11 +63,25 @@ def test_training_leaves_out_a_variant_of_a_test_message(tmp_path: Path) -> None
 def test_the_prediction_log_keys_the_variant_as_the_same_message(tmp_path: Path) -> None:
     plog = PredictionLog.open(f"sqlite:///{tmp_path / 'log.db'}")
     requests = [ClassifyRequest(text=t) for t in (TEST_MESSAGE, VARIANT)]
-    answers = [ClassifyResponse(
-        request_id=f"r{i}", risk="routine", risk_scores={}, claim_type="none", claim_type_scores={}, tier=2,
-        queue="tier2-general", tags=[], sla_due_at=datetime.now(UTC), evidence=[], language="fr",
-        needs_review=False, keyword_triage=KeywordTriageResult(tier=2, risk="routine", claim_type="none"),
-        model_version="m") for i in range(2)]
+    answers = [
+        ClassifyResponse(
+            request_id=f"r{i}",
+            risk="routine",
+            risk_scores={},
+            claim_type="none",
+            claim_type_scores={},
+            tier=2,
+            queue="tier2-general",
+            tags=[],
+            sla_due_at=datetime.now(UTC),
+            evidence=[],
+            language="fr",
+            needs_review=False,
+            keyword_triage=KeywordTriageResult(tier=2, risk="routine", claim_type="none"),
+            model_version="m",
+        )
+        for i in range(2)
+    ]
     plog.record(requests, answers)
     keys = {p.text_key for p in plog.list_predictions()}
     plog.close()

@@ -62,31 +62,43 @@ class Loop:
 
 
 def real_settings(tmp: Path, **overrides: Any) -> Settings:
-    return Settings(var_dir=tmp / "var", data_dir=tmp / "data", database_url=f"sqlite:///{tmp / 'var/triage.db'}",
-                    label_studio_project=f"triage tests {SESSION}", **overrides)
+    return Settings(
+        var_dir=tmp / "var",
+        data_dir=tmp / "data",
+        database_url=f"sqlite:///{tmp / 'var/triage.db'}",
+        label_studio_project=f"triage tests {SESSION}",
+        **overrides,
+    )
 
 
 @pytest.fixture(scope="session")
 def label_studio_env() -> None:
     """Skip (before any model is trained) when no Label Studio is configured."""
     if not (os.environ.get(URL_VAR) and os.environ.get(TOKEN_VAR)):
-        pytest.skip(f"{URL_VAR} / {TOKEN_VAR} are not set: start Label Studio with `scripts/label-studio start` "
-                    "and source var/label-studio/env (`make test` does both)")
+        pytest.skip(
+            f"{URL_VAR} / {TOKEN_VAR} are not set: start Label Studio with `scripts/label-studio start` "
+            "and source var/label-studio/env (`make test` does both)"
+        )
 
 
 @pytest.fixture(scope="module")
-def loop(label_studio_env: None, triage_model: TrainedModel,
-         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+def loop(
+    label_studio_env: None, triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Loop]:
     from serving.app import create_app
 
     tmp = tmp_path_factory.mktemp("label-loop")
     settings = real_settings(tmp, model=str(triage_model.folder))
     client = LabelStudioClient.from_settings(settings)
     with TestClient(create_app(settings)) as app:
-        ids = [app.post("/classify", json={"text": t, "channel": "amazon"}).json()["request_id"]
-               for t in [*MESSAGES, DUPLICATE]]
-        res = app.post("/feedback", json={"request_id": ids[MISROUTED], "risk": "at_risk",
-                                          "claim_type": "customs_fees", "agent": "marie"})
+        ids = [
+            app.post("/classify", json={"text": t, "channel": "amazon"}).json()["request_id"]
+            for t in [*MESSAGES, DUPLICATE]
+        ]
+        res = app.post(
+            "/feedback",
+            json={"request_id": ids[MISROUTED], "risk": "at_risk", "claim_type": "customs_fees", "agent": "marie"},
+        )
         assert res.status_code == 201 and res.json()["misroute"], res.text
         yield Loop(settings, client, PredictionLog(settings.db_url), app, ids, ids[MISROUTED])
     project = client.find_project(settings.label_studio_project)
@@ -156,10 +168,18 @@ def test_pull_keeps_valid_annotations_with_provenance_and_rejects_the_rest(loop:
     annotate = loop.client.annotate
     note = {"from_name": "note", "to_name": "text", "type": "textarea", "value": {"text": ["threatens A-to-Z"]}}
     kept = {
-        annotate(tasks[ids[MISROUTED]], [choice("risk", "at_risk"), choice("claim_type", "customs_fees"), note]):
-            (ids[MISROUTED], "at_risk", "customs_fees", "threatens A-to-Z"),
-        annotate(tasks[ids[1]], [choice("risk", "claim_filed"), choice("claim_type", "damaged_defective")]):
-            (ids[1], "claim_filed", "damaged_defective", ""),
+        annotate(tasks[ids[MISROUTED]], [choice("risk", "at_risk"), choice("claim_type", "customs_fees"), note]): (
+            ids[MISROUTED],
+            "at_risk",
+            "customs_fees",
+            "threatens A-to-Z",
+        ),
+        annotate(tasks[ids[1]], [choice("risk", "claim_filed"), choice("claim_type", "damaged_defective")]): (
+            ids[1],
+            "claim_filed",
+            "damaged_defective",
+            "",
+        ),
     }
     skipped = annotate(tasks[ids[6]], [], cancelled=True)
     unknown = annotate(tasks[ids[2]], [choice("risk", "at_risk"), choice("claim_type", "wrong_size")])
@@ -182,11 +202,13 @@ def test_pull_keeps_valid_annotations_with_provenance_and_rejects_the_rest(loop:
         rid, risk, claim_type, text_note = kept[int(row["ls_annotation_id"])]
         logged = loop.plog.get(rid)
         assert logged is not None
-        assert (row["text"], row["risk"], row["claim_type"], row["note"]) == (logged.text, risk, claim_type,
-                                                                               text_note)
+        assert (row["text"], row["risk"], row["claim_type"], row["note"]) == (logged.text, risk, claim_type, text_note)
         assert row["request_id"] == rid and row["ls_task_id"] == str(tasks[rid])
         assert (row["model_risk"], row["model_claim_type"], row["model_version"]) == (
-            logged.risk, logged.claim_type, logged.model_version)
+            logged.risk,
+            logged.claim_type,
+            logged.model_version,
+        )
         assert row["language"] == logged.language and row["source"] == "label-studio"
         assert row["annotator"] == reviewer and row["labeled_at"].startswith("20")
         assert row["channel"] == "amazon"
@@ -237,12 +259,21 @@ def test_a_wrong_token_is_a_clear_error_without_the_token(loop: Loop) -> None:
 def run_cli(loop: Loop, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     s = loop.settings
     base = clean_env() | {
-        URL_VAR: os.environ[URL_VAR], TOKEN_VAR: os.environ[TOKEN_VAR], "TRIAGE_DATABASE_URL": s.db_url,
-        "TRIAGE_DATA_DIR": str(s.data_dir), "TRIAGE_VAR_DIR": str(s.var_dir),
+        URL_VAR: os.environ[URL_VAR],
+        TOKEN_VAR: os.environ[TOKEN_VAR],
+        "TRIAGE_DATABASE_URL": s.db_url,
+        "TRIAGE_DATA_DIR": str(s.data_dir),
+        "TRIAGE_VAR_DIR": str(s.var_dir),
         "TRIAGE_LABEL_STUDIO_PROJECT": s.label_studio_project,
     }
-    return subprocess.run([sys.executable, "-m", "triage", "label", *args], env=base | env, cwd=s.var_dir,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "triage", "label", *args],
+        env=base | env,
+        cwd=s.var_dir,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_cli_push_and_pull(loop: Loop) -> None:

@@ -57,8 +57,10 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if not (os.environ.get(URL_VAR) and os.environ.get(TOKEN_VAR)):
-        pytest.skip(f"{URL_VAR} / {TOKEN_VAR} are not set: scripts/label-studio start, then source "
-                    "var/label-studio/env (`make test` does both)")
+        pytest.skip(
+            f"{URL_VAR} / {TOKEN_VAR} are not set: scripts/label-studio start, then source "
+            "var/label-studio/env (`make test` does both)"
+        )
     root = tmp_path_factory.mktemp("loop")
     data = root / "data"
     data.mkdir()
@@ -66,18 +68,32 @@ def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempP
         shutil.copy(DATA / name, data / name)
     session = uuid.uuid4().hex[:8]
     name = f"triage-e2e-{session}"
-    env = triage_env({
-        "TRIAGE_DATA_DIR": data, "TRIAGE_VAR_DIR": root / "var", "TRIAGE_CACHE_DIR": embedding_cache,
-        "TRIAGE_DATABASE_URL": f"sqlite:///{root / 'var' / 'triage.db'}",
-        "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests", "TRIAGE_REGISTERED_MODEL": name,
-        "TRIAGE_LABEL_STUDIO_PROJECT": f"triage e2e {session}", "MLFLOW_TRACKING_URI": mlflow_uri,
-        URL_VAR: os.environ[URL_VAR], TOKEN_VAR: os.environ[TOKEN_VAR],
-    })
-    settings = Settings(_env_file=None, data_dir=data, var_dir=root / "var",  # type: ignore[call-arg]
-                        database_url=env["TRIAGE_DATABASE_URL"], mlflow_tracking_uri=mlflow_uri,
-                        mlflow_experiment="triage-tests", registered_model=name,
-                        label_studio_url=env[URL_VAR], label_studio_token=SecretStr(env[TOKEN_VAR]),
-                        label_studio_project=env["TRIAGE_LABEL_STUDIO_PROJECT"])
+    env = triage_env(
+        {
+            "TRIAGE_DATA_DIR": data,
+            "TRIAGE_VAR_DIR": root / "var",
+            "TRIAGE_CACHE_DIR": embedding_cache,
+            "TRIAGE_DATABASE_URL": f"sqlite:///{root / 'var' / 'triage.db'}",
+            "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests",
+            "TRIAGE_REGISTERED_MODEL": name,
+            "TRIAGE_LABEL_STUDIO_PROJECT": f"triage e2e {session}",
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            URL_VAR: os.environ[URL_VAR],
+            TOKEN_VAR: os.environ[TOKEN_VAR],
+        }
+    )
+    settings = Settings(
+        _env_file=None,
+        data_dir=data,
+        var_dir=root / "var",  # type: ignore[call-arg]
+        database_url=env["TRIAGE_DATABASE_URL"],
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_experiment="triage-tests",
+        registered_model=name,
+        label_studio_url=env[URL_VAR],
+        label_studio_token=SecretStr(env[TOKEN_VAR]),
+        label_studio_project=env["TRIAGE_LABEL_STUDIO_PROJECT"],
+    )
     yield Stack(settings, env, root, name)
     from loop.labelstudio import LabelStudioClient
 
@@ -104,19 +120,27 @@ def test_reviewer_corrections_reach_the_served_model(stack: Stack) -> None:
     first = cli(stack, "retrain", "--quiet")  # the seed model becomes the first champion
     assert f"registered models:/{stack.name}/1" in first and "version 1 is now `champion`" in first
 
-    with triage_server(f"models:/{stack.name}@champion", stack.env, stack.root) as url, \
-            httpx.Client(base_url=url, timeout=120) as api:
+    with (
+        triage_server(f"models:/{stack.name}@champion", stack.env, stack.root) as url,
+        httpx.Client(base_url=url, timeout=120) as api,
+    ):
         assert api.get("/version").json()["registry_version"] == "1"
 
         # 1. tickets arrive; the champion routes most of the soaked-parcel ones to the routine queue
-        answers = {t: api.post("/classify", json={"text": t, "channel": "amazon"}).json()
-                   for t in [*SOAKED, FINE, ODD]}
+        answers = {t: api.post("/classify", json={"text": t, "channel": "amazon"}).json() for t in [*SOAKED, FINE, ODD]}
         misrouted = [t for t in SOAKED if answers[t]["tier"] == 2]
         assert len(misrouted) >= len(SOAKED) // 2, f"the seed model already gets these right: {answers}"
 
         # 2. an agent reports the misroute of one of them
-        fb = api.post("/feedback", json={"request_id": answers[misrouted[0]]["request_id"],
-                                         "risk": CORRECT[0], "claim_type": CORRECT[1], "agent": "marie@helpdesk"})
+        fb = api.post(
+            "/feedback",
+            json={
+                "request_id": answers[misrouted[0]]["request_id"],
+                "risk": CORRECT[0],
+                "claim_type": CORRECT[1],
+                "agent": "marie@helpdesk",
+            },
+        )
         assert fb.status_code == 201 and fb.json()["misroute"], fb.text
 
         # 3. push to Label Studio: the reported misroute goes first
@@ -133,15 +157,20 @@ def test_reviewer_corrections_reach_the_served_model(stack: Stack) -> None:
         assert project is not None
         tasks = {t["data"]["text"]: int(t["id"]) for t in ls.export(project, all_tasks=True)}
         assert set(tasks) == {*SOAKED, FINE, ODD}
-        note = {"from_name": "note", "to_name": "text", "type": "textarea",
-                "value": {"text": ["water damage in transit: damaged, Tier 1"]}}
+        note = {
+            "from_name": "note",
+            "to_name": "text",
+            "type": "textarea",
+            "value": {"text": ["water damage in transit: damaged, Tier 1"]},
+        }
         for text in SOAKED:
-            ls.sdk.annotations.create(id=tasks[text], result=[choice("risk", CORRECT[0]),
-                                                              choice("claim_type", CORRECT[1]), note])
-        ls.sdk.annotations.create(id=tasks[FINE],
-                                  result=[choice("risk", "routine"), choice("claim_type", "none")])
-        ls.sdk.annotations.create(id=tasks[ODD], result=[choice("risk", "routine"),
-                                                         choice("claim_type", "payment_question")])
+            ls.sdk.annotations.create(
+                id=tasks[text], result=[choice("risk", CORRECT[0]), choice("claim_type", CORRECT[1]), note]
+            )
+        ls.sdk.annotations.create(id=tasks[FINE], result=[choice("risk", "routine"), choice("claim_type", "none")])
+        ls.sdk.annotations.create(
+            id=tasks[ODD], result=[choice("risk", "routine"), choice("claim_type", "payment_question")]
+        )
 
         # 5. pull: the valid corrections land in data/corrections.csv; the unknown label is rejected
         pulled = cli(stack, "label", "pull")
@@ -161,8 +190,10 @@ def test_reviewer_corrections_reach_the_served_model(stack: Stack) -> None:
         reloaded = api.post("/admin/reload")
         assert reloaded.status_code == 200 and reloaded.json()["registry_version"] == "2", reloaded.text
         after = api.post("/classify", json={"text": PARAPHRASE}).json()
-        print(f"paraphrase: before {before['risk']}/{before['claim_type']} {before['risk_scores']}, "
-              f"after {after['risk']}/{after['claim_type']} {after['risk_scores']}")
+        print(
+            f"paraphrase: before {before['risk']}/{before['claim_type']} {before['risk_scores']}, "
+            f"after {after['risk']}/{after['claim_type']} {after['risk_scores']}"
+        )
         assert (after["risk"], after["claim_type"], after["tier"]) == (*CORRECT, 1), after
         assert after["model_version"] != before["model_version"]
         assert api.get("/version").json()["registry_version"] == "2"

@@ -7,12 +7,18 @@ import pytest
 from serving.masking import mask_text, mask_url
 
 
-@pytest.mark.parametrize(("url", "shown"), [
-    ("postgresql+psycopg://triage:s3cr3t-pw@db.internal:5432/triage", "postgresql+psycopg://***@db.internal:5432/triage"),
-    ("https://token123@mlflow.example.com/api", "https://***@mlflow.example.com/api"),
-    ("http://127.0.0.1:8080/?token=abc#frag", "http://127.0.0.1:8080/"),
-    ("sqlite:////var/lib/triage/triage.db", "sqlite:////var/lib/triage/triage.db"),
-])
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql+psycopg://triage:s3cr3t-pw@db.internal:5432/triage",
+            "postgresql+psycopg://***@db.internal:5432/triage",
+        ),
+        ("https://token123@mlflow.example.com/api", "https://***@mlflow.example.com/api"),
+        ("http://127.0.0.1:8080/?token=abc#frag", "http://127.0.0.1:8080/"),
+        ("sqlite:////var/lib/triage/triage.db", "sqlite:////var/lib/triage/triage.db"),
+    ],
+)
 def test_urls_are_shown_without_credentials(url: str, shown: str) -> None:
     assert mask_url(url) == shown
 

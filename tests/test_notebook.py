@@ -41,12 +41,18 @@ def outputs_text(nb: nbformat.NotebookNode) -> str:
 
 
 def test_the_retrain_notebook_runs_end_to_end(
-    mlflow_uri: str, triage_model: TrainedModel, triage_data: TriageData, embedding_cache: Path, tmp_path: Path,
+    mlflow_uri: str,
+    triage_model: TrainedModel,
+    triage_data: TriageData,
+    embedding_cache: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if not (os.environ.get(URL_VAR) and os.environ.get(TOKEN_VAR)):
-        pytest.skip(f"{URL_VAR} / {TOKEN_VAR} are not set: scripts/label-studio start, then source "
-                    "var/label-studio/env (`make test` does both)")
+        pytest.skip(
+            f"{URL_VAR} / {TOKEN_VAR} are not set: scripts/label-studio start, then source "
+            "var/label-studio/env (`make test` does both)"
+        )
     from loop import registry
     from loop.labelstudio import LabelStudioClient
     from loop.push import push
@@ -58,12 +64,17 @@ def test_the_retrain_notebook_runs_end_to_end(
     shutil.copy(triage_data.test, data / "test.csv")
     session = uuid.uuid4().hex[:8]
     env = {
-        "TRIAGE_DATA_DIR": str(data), "TRIAGE_VAR_DIR": str(tmp_path / "var"),
-        "TRIAGE_CACHE_DIR": str(embedding_cache), "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'triage.db'}",
-        "TRIAGE_MODEL": str(triage_model.folder), "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests",
+        "TRIAGE_DATA_DIR": str(data),
+        "TRIAGE_VAR_DIR": str(tmp_path / "var"),
+        "TRIAGE_CACHE_DIR": str(embedding_cache),
+        "TRIAGE_DATABASE_URL": f"sqlite:///{tmp_path / 'triage.db'}",
+        "TRIAGE_MODEL": str(triage_model.folder),
+        "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests",
         "TRIAGE_REGISTERED_MODEL": f"triage-notebook-{session}",
         "TRIAGE_LABEL_STUDIO_PROJECT": f"triage notebook {session}",
-        URL_VAR: os.environ[URL_VAR], TOKEN_VAR: os.environ[TOKEN_VAR], "MLFLOW_TRACKING_URI": mlflow_uri,
+        URL_VAR: os.environ[URL_VAR],
+        TOKEN_VAR: os.environ[TOKEN_VAR],
+        "MLFLOW_TRACKING_URI": mlflow_uri,
     }
     for key in [k for k in os.environ if k.startswith("TRIAGE_")]:
         monkeypatch.delenv(key)
@@ -80,14 +91,14 @@ def test_the_retrain_notebook_runs_end_to_end(
     try:
         tasks = {t["data"]["text"]: int(t["id"]) for t in ls.export(pushed.project_id, all_tasks=True)}
         for text, (risk, claim_type) in REVIEWED.items():
-            ls.sdk.annotations.create(id=tasks[text],
-                                      result=[choice("risk", risk), choice("claim_type", claim_type)])
+            ls.sdk.annotations.create(id=tasks[text], result=[choice("risk", risk), choice("claim_type", claim_type)])
 
         nb = nbformat.read(NOTEBOOK, as_version=4)
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it without outputs"
         assert nb.cells[0].cell_type == "code" and "Settings()" in nb.cells[0].source
-        NotebookClient(nb, timeout=900, kernel_name="python3",
-                       resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+        NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(REPO / "notebooks")}}
+        ).execute()
     finally:
         ls.delete_project(pushed.project_id)
 

@@ -23,8 +23,10 @@ from tests.processes import clean_env, free_port
 
 MESSAGE = {
     "text": "Bonjour, commande 171-2233445-6677889 toujours pas reçue, livraison prévue le 12 mars. "
-            "Je vais ouvrir un litige A à Z.",
-    "channel": "amazon", "order_id": "171-2233445-6677889", "received_at": "2026-11-27T10:30:00+01:00",
+    "Je vais ouvrir un litige A à Z.",
+    "channel": "amazon",
+    "order_id": "171-2233445-6677889",
+    "received_at": "2026-11-27T10:30:00+01:00",
 }
 
 
@@ -54,15 +56,20 @@ def test_every_classification_is_recorded_with_its_fields(client: TestClient, db
     assert (row.risk, row.claim_type) == (answer["risk"], answer["claim_type"])
     assert row.risk_scores == answer["risk_scores"] and row.claim_type_scores == answer["claim_type_scores"]
     assert row.needs_review == answer["needs_review"] and row.language == answer["language"] == "fr"
-    assert (row.keyword_risk, row.keyword_claim_type) == (answer["keyword_triage"]["risk"],
-                                                           answer["keyword_triage"]["claim_type"])
+    assert (row.keyword_risk, row.keyword_claim_type) == (
+        answer["keyword_triage"]["risk"],
+        answer["keyword_triage"]["claim_type"],
+    )
     assert row.model_version == answer["model_version"]
     assert row.feedback_risk is None
 
 
 def test_a_batch_is_recorded_whole(client: TestClient, db_url: str) -> None:
-    texts = ["Where is my parcel? Ordered 3 weeks ago, still nothing.", "Posso avere la fattura?",
-             "Merci, tout est bien arrivé !"]
+    texts = [
+        "Where is my parcel? Ordered 3 weeks ago, still nothing.",
+        "Posso avere la fattura?",
+        "Merci, tout est bien arrivé !",
+    ]
     res = client.post("/classify/batch", json={"messages": [{"text": t} for t in texts]})
     assert res.status_code == 200
     ids = [r["request_id"] for r in res.json()["results"]]
@@ -107,9 +114,23 @@ def test_the_log_survives_the_service_being_killed(triage_model: TrainedModel, t
     port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "triage", "serve", "--model", str(triage_model.folder),
-                                 "--port", str(port), "--no-access-log"],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "triage",
+                "serve",
+                "--model",
+                str(triage_model.folder),
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -126,8 +147,9 @@ def test_the_log_survives_the_service_being_killed(triage_model: TrainedModel, t
         for i in range(5):
             res = httpx.post(f"{url}/classify", json={"text": f"{MESSAGE['text']} (relance {i})"}, timeout=30)
             answered[res.json()["request_id"]] = res.json()
-        batch = httpx.post(f"{url}/classify/batch", json={"messages": [{"text": "Where is my refund?"}] * 3},
-                           timeout=30).json()["results"]
+        batch = httpx.post(
+            f"{url}/classify/batch", json={"messages": [{"text": "Where is my refund?"}] * 3}, timeout=30
+        ).json()["results"]
         answered |= {r["request_id"]: r for r in batch}
     finally:
         proc.kill()  # SIGKILL: no shutdown hook, no flush, no checkpoint
@@ -137,4 +159,7 @@ def test_the_log_survives_the_service_being_killed(triage_model: TrainedModel, t
     assert set(rows) == set(answered)
     for rid, ans in answered.items():
         assert (rows[rid].risk, rows[rid].claim_type, rows[rid].model_version) == (
-            ans["risk"], ans["claim_type"], ans["model_version"])
+            ans["risk"],
+            ans["claim_type"],
+            ans["model_version"],
+        )

@@ -33,19 +33,33 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def served_registry(mlflow_uri: str, triage_data: TriageData, embedding_cache: Path,
-                    tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def served_registry(
+    mlflow_uri: str, triage_data: TriageData, embedding_cache: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Registry:
     """Two versions of a fresh registered model on the real server, both passing the gate."""
     root = tmp_path_factory.mktemp("registry")
     name = f"triage-test-{uuid.uuid4().hex[:8]}"  # reruns against the same server never collide
-    s = Settings(_env_file=None, var_dir=root / "var", data_dir=triage_data.train.parent,  # type: ignore[call-arg]
-                 cache_dir=embedding_cache, mlflow_tracking_uri=mlflow_uri, mlflow_experiment="triage-tests",
-                 registered_model=name)
+    s = Settings(
+        _env_file=None,
+        var_dir=root / "var",
+        data_dir=triage_data.train.parent,  # type: ignore[call-arg]
+        cache_dir=embedding_cache,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_experiment="triage-tests",
+        registered_model=name,
+    )
     first = retrain(s)
     # the CLI, as a user runs it, registers the second version
-    env = triage_env({"MLFLOW_TRACKING_URI": mlflow_uri, "TRIAGE_VAR_DIR": root / "var",
-                      "TRIAGE_DATA_DIR": triage_data.train.parent, "TRIAGE_CACHE_DIR": embedding_cache,
-                      "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests", "TRIAGE_REGISTERED_MODEL": name})
+    env = triage_env(
+        {
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            "TRIAGE_VAR_DIR": root / "var",
+            "TRIAGE_DATA_DIR": triage_data.train.parent,
+            "TRIAGE_CACHE_DIR": embedding_cache,
+            "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests",
+            "TRIAGE_REGISTERED_MODEL": name,
+        }
+    )
     done = run_triage("retrain", "--quiet", env=env, cwd=root)
     assert done.returncode == 0, done.stderr
     assert f"registered models:/{name}/2" in done.stdout and "version 2 is now `champion`" in done.stdout
@@ -72,8 +86,10 @@ def test_retrain_logs_to_the_server_and_proxies_the_model_folder(served_registry
 def test_serve_from_the_registry_reload_without_failed_requests_and_rollback(served_registry: Registry) -> None:
     reg = served_registry
     name = reg.settings.registered_model
-    with triage_server(f"models:/{name}@champion", reg.env, reg.root) as url, \
-            httpx.Client(base_url=url, timeout=120) as api:
+    with (
+        triage_server(f"models:/{name}@champion", reg.env, reg.root) as url,
+        httpx.Client(base_url=url, timeout=120) as api,
+    ):
         v = api.get("/version").json()
         assert v["registry_version"] == "1" and v["model_version"] == reg.first.model_version
         assert v["model_source"].startswith(f"models:/{name}@champion")
@@ -121,15 +137,30 @@ def test_serve_from_the_registry_reload_without_failed_requests_and_rollback(ser
 
 
 def test_serving_an_unknown_registered_model_fails_clearly(served_registry: Registry) -> None:
-    done = run_triage("classify", "--model", "models:/no-such-model-xyz@champion", "hello",
-                      env=served_registry.env, cwd=served_registry.root)
+    done = run_triage(
+        "classify",
+        "--model",
+        "models:/no-such-model-xyz@champion",
+        "hello",
+        env=served_registry.env,
+        cwd=served_registry.root,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "registered model 'no-such-model-xyz' has no alias 'champion'" in done.stderr
-    bad = run_triage("classify", "--model", "models:/bad uri/", "hello", env=served_registry.env,
-                     cwd=served_registry.root)
+    bad = run_triage(
+        "classify", "--model", "models:/bad uri/", "hello", env=served_registry.env, cwd=served_registry.root
+    )
     assert bad.returncode == 2 and "not a registry model URI" in bad.stderr
     # the server does not start on a model it cannot get, and says why
-    serve = run_triage("serve", "--model", "models:/no-such-model-xyz@champion", "--port", str(free_port()),
-                       env=served_registry.env, cwd=served_registry.root, timeout=120)
+    serve = run_triage(
+        "serve",
+        "--model",
+        "models:/no-such-model-xyz@champion",
+        "--port",
+        str(free_port()),
+        env=served_registry.env,
+        cwd=served_registry.root,
+        timeout=120,
+    )
     assert serve.returncode == 2 and "Traceback" not in serve.stderr
     assert "has no alias 'champion'" in serve.stderr

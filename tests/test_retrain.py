@@ -20,10 +20,25 @@ from tests.processes import free_port, run_triage, triage_env
 
 
 def correction(text: str, risk: str, claim_type: str, at: str, language: str = "en") -> dict[str, str]:
-    return {"text": text, "language": language, "risk": risk, "claim_type": claim_type, "channel": "email",
-            "order_id": "", "received_at": "", "source": "label-studio", "annotator": "rev@example.com",
-            "labeled_at": at, "ls_task_id": "1", "ls_annotation_id": "1", "request_id": "",
-            "model_risk": "routine", "model_claim_type": "none", "model_version": "m1", "note": ""}
+    return {
+        "text": text,
+        "language": language,
+        "risk": risk,
+        "claim_type": claim_type,
+        "channel": "email",
+        "order_id": "",
+        "received_at": "",
+        "source": "label-studio",
+        "annotator": "rev@example.com",
+        "labeled_at": at,
+        "ls_task_id": "1",
+        "ls_annotation_id": "1",
+        "request_id": "",
+        "model_risk": "routine",
+        "model_claim_type": "none",
+        "model_version": "m1",
+        "note": "",
+    }
 
 
 # -- the real pipeline on a local store ----------------------------------------------------------------
@@ -38,9 +53,14 @@ class Local:
 
 def local_settings(root: Path, data: TriageData, cache: Path) -> Settings:
     return Settings(
-        _env_file=None, var_dir=root / "var", data_dir=data.train.parent, cache_dir=cache,  # type: ignore[call-arg]
-        models_dir=root / "models", mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_experiment="retrain-tests", registered_model="triage-local",
+        _env_file=None,
+        var_dir=root / "var",
+        data_dir=data.train.parent,
+        cache_dir=cache,  # type: ignore[call-arg]
+        models_dir=root / "models",
+        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+        mlflow_experiment="retrain-tests",
+        registered_model="triage-local",
     )
 
 
@@ -51,20 +71,36 @@ def local(triage_data: TriageData, embedding_cache: Path, tmp_path_factory: pyte
     s = local_settings(root, triage_data, embedding_cache)
     seed = triage_data.train_rows
     relabelled = next(r for r in seed if r["risk"] == "routine" and r["language"] == "it")
-    corrections = write_rows(root / "corrections.csv", CORRECTION_FIELDS, [
-        correction(relabelled["text"], "at_risk", "not_received", "2026-11-01T10:00:00+00:00", "it"),
-        correction("My order came with the wrong colour, I want to return it", "at_risk", "other",
-                   "2026-11-01T10:00:00+00:00"),
-        correction("My order came with the wrong colour, I want to return it", "at_risk", "not_as_described",
-                   "2026-11-02T10:00:00+00:00"),
-        correction(triage_data.test_rows[0]["text"], "claim_filed", "other", "2026-11-01T10:00:00+00:00",
-                   triage_data.test_rows[0]["language"]),
-    ])
+    corrections = write_rows(
+        root / "corrections.csv",
+        CORRECTION_FIELDS,
+        [
+            correction(relabelled["text"], "at_risk", "not_received", "2026-11-01T10:00:00+00:00", "it"),
+            correction(
+                "My order came with the wrong colour, I want to return it",
+                "at_risk",
+                "other",
+                "2026-11-01T10:00:00+00:00",
+            ),
+            correction(
+                "My order came with the wrong colour, I want to return it",
+                "at_risk",
+                "not_as_described",
+                "2026-11-02T10:00:00+00:00",
+            ),
+            correction(
+                triage_data.test_rows[0]["text"],
+                "claim_filed",
+                "other",
+                "2026-11-01T10:00:00+00:00",
+                triage_data.test_rows[0]["language"],
+            ),
+        ],
+    )
     first = retrain(s, corrections=corrections)
     # damaged data: every at_risk message labeled routine, so the model stops seeing that tier-1 risk
     fields, _ = read_rows(triage_data.train)
-    damaged_rows = [r | {"risk": "routine", "claim_type": "none"} if r["risk"] == "at_risk" else r
-                    for r in seed]
+    damaged_rows = [r | {"risk": "routine", "claim_type": "none"} if r["risk"] == "at_risk" else r for r in seed]
     damaged = write_rows(root / "damaged.csv", fields, damaged_rows)
     second = retrain(s, data=damaged, corrections=None)
     return Local(s, root, corrections, first, second)
@@ -106,11 +142,17 @@ def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_fol
     def listing(path: str) -> set[str]:
         return {Path(f.path).name for f in client.list_artifacts(r.run_id, path)}
 
-    assert {"model.onnx", "model.int8.onnx", "manifest.json", "config.json", "metrics.json",
-            "sp.model", "heads.npz"} <= listing("model")
+    assert {
+        "model.onnx",
+        "model.int8.onnx",
+        "manifest.json",
+        "config.json",
+        "metrics.json",
+        "sp.model",
+        "heads.npz",
+    } <= listing("model")
     assert {"confusion_risk.png", "confusion_claim_type.png", "per_language.png"} <= listing("plots")
-    assert {"train.csv", "corrections_applied.csv", "corrections_held_out.csv",
-            "summary.json"} <= listing("data")
+    assert {"train.csv", "corrections_applied.csv", "corrections_held_out.csv", "summary.json"} <= listing("data")
     # the merged training set has the correction's label, not the seed one
     merged = pd.read_csv(r.run_dir / "data" / "train.csv", keep_default_na=False)
     assert "wrong colour" in " ".join(merged["text"])
@@ -184,8 +226,13 @@ def test_registry_loader_follows_the_alias_at_every_load(local: Local) -> None:
 def test_promote_and_rollback_from_the_command_line(local: Local, tmp_path: Path) -> None:
     from loop import registry
 
-    env = triage_env({"TRIAGE_VAR_DIR": local.settings.var_dir, "TRIAGE_REGISTERED_MODEL": "triage-local",
-                      "MLFLOW_TRACKING_URI": local.settings.tracking_uri})
+    env = triage_env(
+        {
+            "TRIAGE_VAR_DIR": local.settings.var_dir,
+            "TRIAGE_REGISTERED_MODEL": "triage-local",
+            "MLFLOW_TRACKING_URI": local.settings.tracking_uri,
+        }
+    )
     done = run_triage("promote", "--version", "2", env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "models:/triage-local@champion -> version 2 (was version 1)" in done.stdout
@@ -207,12 +254,19 @@ def test_promote_and_rollback_from_the_command_line(local: Local, tmp_path: Path
 def test_retrain_refuses_bad_corrections_and_registers_nothing(local: Local, tmp_path: Path) -> None:
     from loop import registry
 
-    bad = write_rows(tmp_path / "bad.csv", CORRECTION_FIELDS,
-                     [correction("Where is my order?", "urgent", "none", "2026-11-01")])
+    bad = write_rows(
+        tmp_path / "bad.csv", CORRECTION_FIELDS, [correction("Where is my order?", "urgent", "none", "2026-11-01")]
+    )
     s = local.settings
-    env = triage_env({"TRIAGE_VAR_DIR": s.var_dir, "TRIAGE_REGISTERED_MODEL": "triage-local",
-                      "TRIAGE_DATA_DIR": s.data_dir, "TRIAGE_CACHE_DIR": s.cache_dir,
-                      "MLFLOW_TRACKING_URI": s.tracking_uri})
+    env = triage_env(
+        {
+            "TRIAGE_VAR_DIR": s.var_dir,
+            "TRIAGE_REGISTERED_MODEL": "triage-local",
+            "TRIAGE_DATA_DIR": s.data_dir,
+            "TRIAGE_CACHE_DIR": s.cache_dir,
+            "MLFLOW_TRACKING_URI": s.tracking_uri,
+        }
+    )
     before = len(registry.list_versions(local.settings))
     done = run_triage("retrain", "--corrections", bad, "--quiet", env=env, cwd=tmp_path)
     assert done.returncode == 2 and "unknown risk 'urgent'" in done.stderr and "Traceback" not in done.stderr
@@ -223,8 +277,13 @@ def test_retrain_refuses_bad_corrections_and_registers_nothing(local: Local, tmp
 
 def test_retrain_with_mlflow_down_fails_fast_and_clearly_without_leaking_credentials(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
-    env = triage_env({"TRIAGE_VAR_DIR": tmp_path / "var", "TRIAGE_DATA_DIR": DATA,
-                      "MLFLOW_TRACKING_URI": f"http://alice:s3cret-pw@127.0.0.1:{port}"})
+    env = triage_env(
+        {
+            "TRIAGE_VAR_DIR": tmp_path / "var",
+            "TRIAGE_DATA_DIR": DATA,
+            "MLFLOW_TRACKING_URI": f"http://alice:s3cret-pw@127.0.0.1:{port}",
+        }
+    )
     start = time.monotonic()
     done = run_triage("retrain", "--quiet", env=env, cwd=tmp_path, timeout=180)
     assert done.returncode == 2, done.stderr

@@ -11,8 +11,7 @@ from tests.processes import clean_env
 
 from .conftest import TrainedModel
 
-FORBIDDEN = ("torch", "sentence_transformers", "sklearn", "mlflow", "training", "transformers", "pandas",
-             "matplotlib")
+FORBIDDEN = ("torch", "sentence_transformers", "sklearn", "mlflow", "training", "transformers", "pandas", "matplotlib")
 
 SCRIPT = """
 import json, sys
@@ -30,8 +29,14 @@ print(json.dumps({"status": [r.status_code, batch.status_code], "body": r.json()
 
 
 def test_serving_never_imports_training_stack(triage_model: TrainedModel, tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "-c", SCRIPT, str(triage_model.folder), ",".join(FORBIDDEN)],
-                         capture_output=True, text=True, env=clean_env(), cwd=tmp_path, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(triage_model.folder), ",".join(FORBIDDEN)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["status"] == [200, 200], out

@@ -24,19 +24,41 @@ from serving.predlog import LoggedPrediction
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 
-def logged(rid: str, text: str, risk: Risk = "at_risk", claim_type: ClaimType = "not_received", top: float = 0.9,
-           needs_review: bool = False, keyword: tuple[str, str] | None = None, minutes: int = 0,
-           feedback: tuple[Risk, ClaimType | None] | None = None) -> LoggedPrediction:
+def logged(
+    rid: str,
+    text: str,
+    risk: Risk = "at_risk",
+    claim_type: ClaimType = "not_received",
+    top: float = 0.9,
+    needs_review: bool = False,
+    keyword: tuple[str, str] | None = None,
+    minutes: int = 0,
+    feedback: tuple[Risk, ClaimType | None] | None = None,
+) -> LoggedPrediction:
     rest = (1 - top) / 2
     scores: dict[str, float] = {r: (top if r == risk else rest) for r in RISKS}
     kw = keyword or (risk, claim_type)
     return LoggedPrediction(
-        request_id=rid, created_at=T0 + timedelta(minutes=minutes), text=text, text_key=message_key(text),
-        channel="amazon", order_id="171-2233445-6677889", received_at=T0, risk=risk, claim_type=claim_type,
-        risk_scores=scores, claim_type_scores={c: 0.1 for c in CLAIM_TYPES}, needs_review=needs_review,
-        language="fr", keyword_risk=kw[0], keyword_claim_type=kw[1], model_version="v1",
-        feedback_risk=feedback[0] if feedback else None, feedback_claim_type=feedback[1] if feedback else None,
-        feedback_agent="marie" if feedback else None, feedback_at=T0 if feedback else None,
+        request_id=rid,
+        created_at=T0 + timedelta(minutes=minutes),
+        text=text,
+        text_key=message_key(text),
+        channel="amazon",
+        order_id="171-2233445-6677889",
+        received_at=T0,
+        risk=risk,
+        claim_type=claim_type,
+        risk_scores=scores,
+        claim_type_scores={c: 0.1 for c in CLAIM_TYPES},
+        needs_review=needs_review,
+        language="fr",
+        keyword_risk=kw[0],
+        keyword_claim_type=kw[1],
+        model_version="v1",
+        feedback_risk=feedback[0] if feedback else None,
+        feedback_claim_type=feedback[1] if feedback else None,
+        feedback_agent="marie" if feedback else None,
+        feedback_at=T0 if feedback else None,
     )
 
 
@@ -67,13 +89,31 @@ def test_task_carries_the_models_prediction_as_a_pre_annotation() -> None:
 def test_priority_misroutes_then_needs_review_then_disagreement_then_lowest_confidence() -> None:
     confident = logged("confident", "merci, bien reçu", risk="routine", claim_type="none", top=0.95)
     unsure = logged("unsure", "où est ma facture ?", risk="routine", claim_type="none", top=0.62)
-    disagree = logged("disagree", "not delivered yet but it is early", risk="routine", claim_type="none",
-                      top=0.97, keyword=("at_risk", "not_received"))
+    disagree = logged(
+        "disagree",
+        "not delivered yet but it is early",
+        risk="routine",
+        claim_type="none",
+        top=0.97,
+        keyword=("at_risk", "not_received"),
+    )
     review = logged("review", "bof", risk="at_risk", top=0.55, needs_review=True)
-    misroute = logged("misroute", "il pacco non è mai arrivato", risk="routine", claim_type="none", top=0.99,
-                      feedback=("at_risk", "not_received"))
-    agreed = logged("agreed", "I opened an A-to-Z claim", risk="claim_filed", claim_type="other", top=0.5,
-                    feedback=("claim_filed", "other"))  # feedback that confirms the model: not a misroute
+    misroute = logged(
+        "misroute",
+        "il pacco non è mai arrivato",
+        risk="routine",
+        claim_type="none",
+        top=0.99,
+        feedback=("at_risk", "not_received"),
+    )
+    agreed = logged(
+        "agreed",
+        "I opened an A-to-Z claim",
+        risk="claim_filed",
+        claim_type="other",
+        top=0.5,
+        feedback=("claim_filed", "other"),
+    )  # feedback that confirms the model: not a misroute
     order = prioritize([confident, unsure, disagree, review, misroute, agreed])
     assert [p.request_id for p in order] == ["misroute", "review", "disagree", "agreed", "unsure", "confident"]
     assert [reason(p) for p in order][:3] == ["misroute", "needs_review", "disagreement"]
@@ -93,28 +133,52 @@ def choice(name: str, *values: str) -> dict[str, object]:
     return {"from_name": name, "to_name": "text", "type": "choices", "value": {"choices": list(values)}}
 
 
-def exported(task_id: int, result: list[dict[str, object]], cancelled: bool = False, ann_id: int = 0,
-             data: dict[str, str] | None = None) -> tuple[dict[str, object], dict[str, object]]:
+def exported(
+    task_id: int,
+    result: list[dict[str, object]],
+    cancelled: bool = False,
+    ann_id: int = 0,
+    data: dict[str, str] | None = None,
+) -> tuple[dict[str, object], dict[str, object]]:
     p = logged(f"req{task_id}", f"Le colis {task_id} est arrivé cassé", risk="routine", claim_type="none")
     task = to_task(p) | {"id": task_id}
     if data:
         task["data"] = task["data"] | data
-    ann = {"id": ann_id or task_id * 10, "completed_by": 7, "result": result, "was_cancelled": cancelled,
-           "created_at": "2026-11-27T10:00:00Z", "updated_at": "2026-11-27T10:05:00Z"}
+    ann = {
+        "id": ann_id or task_id * 10,
+        "completed_by": 7,
+        "result": result,
+        "was_cancelled": cancelled,
+        "created_at": "2026-11-27T10:00:00Z",
+        "updated_at": "2026-11-27T10:05:00Z",
+    }
     task["annotations"] = [ann]
     return task, ann
 
 
 def test_a_valid_annotation_becomes_a_data_row_with_provenance() -> None:
-    task, ann = exported(3, [choice("risk", "at_risk"), choice("claim_type", "damaged_defective"),
-                             {"from_name": "note", "to_name": "text", "type": "textarea",
-                              "value": {"text": ["photo shows a broken box"]}}])
+    task, ann = exported(
+        3,
+        [
+            choice("risk", "at_risk"),
+            choice("claim_type", "damaged_defective"),
+            {
+                "from_name": "note",
+                "to_name": "text",
+                "type": "textarea",
+                "value": {"text": ["photo shows a broken box"]},
+            },
+        ],
+    )
     row = annotation_to_row(task, ann, annotators={7: "reviewer@shop.example"})
     assert isinstance(row, dict)
     assert list(row) == list(CORRECTION_COLUMNS)
     assert {k: row[k] for k in ("text", "language", "risk", "claim_type")} == {
-        "text": "Le colis 3 est arrivé cassé", "language": "fr", "risk": "at_risk",
-        "claim_type": "damaged_defective"}
+        "text": "Le colis 3 est arrivé cassé",
+        "language": "fr",
+        "risk": "at_risk",
+        "claim_type": "damaged_defective",
+    }
     assert row["source"] == "label-studio" and row["annotator"] == "reviewer@shop.example"
     assert row["labeled_at"] == "2026-11-27T10:05:00Z"
     assert (row["ls_task_id"], row["ls_annotation_id"], row["request_id"]) == ("3", "30", "req3")
@@ -123,17 +187,21 @@ def test_a_valid_annotation_becomes_a_data_row_with_provenance() -> None:
     assert row["channel"] == "amazon" and row["order_id"] == "171-2233445-6677889"
 
 
-@pytest.mark.parametrize(("result", "cancelled", "why"), [
-    ([choice("risk", "routine"), choice("claim_type", "none")], True, "skipped"),
-    ([choice("risk", "at_risk"), choice("claim_type", "refund_maybe")], False, "unknown claim_type 'refund_maybe'"),
-    ([choice("risk", "urgent"), choice("claim_type", "other")], False, "unknown risk 'urgent'"),
-    ([choice("risk", "at_risk")], False, "missing claim_type choice"),
-    ([], False, "missing risk choice"),
-    ([choice("risk", "routine"), choice("claim_type", "not_received")], False, "inconsistent"),
-    ([choice("risk", "at_risk", "routine"), choice("claim_type", "other")], False, "several risk choices"),
-])
-def test_unusable_annotations_are_rejected_with_their_reason(result: list[dict[str, object]], cancelled: bool,
-                                                             why: str) -> None:
+@pytest.mark.parametrize(
+    ("result", "cancelled", "why"),
+    [
+        ([choice("risk", "routine"), choice("claim_type", "none")], True, "skipped"),
+        ([choice("risk", "at_risk"), choice("claim_type", "refund_maybe")], False, "unknown claim_type 'refund_maybe'"),
+        ([choice("risk", "urgent"), choice("claim_type", "other")], False, "unknown risk 'urgent'"),
+        ([choice("risk", "at_risk")], False, "missing claim_type choice"),
+        ([], False, "missing risk choice"),
+        ([choice("risk", "routine"), choice("claim_type", "not_received")], False, "inconsistent"),
+        ([choice("risk", "at_risk", "routine"), choice("claim_type", "other")], False, "several risk choices"),
+    ],
+)
+def test_unusable_annotations_are_rejected_with_their_reason(
+    result: list[dict[str, object]], cancelled: bool, why: str
+) -> None:
     task, ann = exported(4, result, cancelled=cancelled)
     out = annotation_to_row(task, ann)
     assert isinstance(out, Rejection)

@@ -26,9 +26,19 @@ from .conftest import DATA, SHARED, TrainedModel, TriageCli, read_rows, stratifi
 
 pytestmark = pytest.mark.model
 
-FILES = ("model.onnx", "model.int8.onnx", "sp.model", "config.json", "heads.npz", "metrics.json",
-         "MODEL_CARD.md", "confusion_risk.png", "confusion_claim_type.png", "per_language.png",
-         "manifest.json")
+FILES = (
+    "model.onnx",
+    "model.int8.onnx",
+    "sp.model",
+    "config.json",
+    "heads.npz",
+    "metrics.json",
+    "MODEL_CARD.md",
+    "confusion_risk.png",
+    "confusion_claim_type.png",
+    "per_language.png",
+    "manifest.json",
+)
 
 
 def read_json(path: Path) -> dict:
@@ -95,8 +105,7 @@ def test_predictions_are_consistent_on_the_whole_test_file(triage_model: Trained
     threshold = classifier.policy.tier1_threshold
     preds = classifier.predict(texts)
     assert len(preds) == len(texts)
-    bad = [(t, p.risk, p.claim_type) for t, p in zip(texts, preds, strict=True)
-           if not consistent(p.risk, p.claim_type)]
+    bad = [(t, p.risk, p.claim_type) for t, p in zip(texts, preds, strict=True) if not consistent(p.risk, p.claim_type)]
     assert not bad
     for p in preds:
         assert set(p.risk_scores) == set(RISKS) and sum(p.risk_scores.values()) == pytest.approx(1, abs=1e-4)
@@ -116,8 +125,7 @@ def test_model_overfits_its_training_messages(triage_model: TrainedModel) -> Non
     assert claim_acc >= 0.85, claim_acc
 
 
-def test_bundle_refuses_a_tampered_folder_and_one_without_manifest(triage_model: TrainedModel,
-                                                                    tmp_path: Path) -> None:
+def test_bundle_refuses_a_tampered_folder_and_one_without_manifest(triage_model: TrainedModel, tmp_path: Path) -> None:
     copy = tmp_path / "model"
     shutil.copytree(triage_model.folder, copy)
     onnx = copy / "model.onnx"
@@ -165,16 +173,15 @@ class DriftingEncoder:
         return self.real.describe()
 
 
-def test_failed_build_leaves_no_model_folder(triage_model: TrainedModel, use_encoder: Encoder,
-                                             tmp_path: Path) -> None:
+def test_failed_build_leaves_no_model_folder(triage_model: TrainedModel, use_encoder: Encoder, tmp_path: Path) -> None:
     models_dir = tmp_path / "models"
     models_dir.mkdir()
     (models_dir / "README.md").write_text("models\n")
     config = read_json(triage_model.folder / "config.json")
-    trained = Trained(DriftingEncoder(use_encoder), load_heads(triage_model.folder, config),
-                      load_dataset(triage_model.data.train))
-    cfg = train_config(data=triage_model.data.train, test=None, models_dir=models_dir, cache_dir=None,
-                       progress=False)
+    trained = Trained(
+        DriftingEncoder(use_encoder), load_heads(triage_model.folder, config), load_dataset(triage_model.data.train)
+    )
+    cfg = train_config(data=triage_model.data.train, test=None, models_dir=models_dir, cache_dir=None, progress=False)
     with pytest.raises(ExportError, match="disagrees with the in-memory encoder"):
         build_model(trained, cfg)
     assert [p.name for p in models_dir.iterdir()] == ["README.md"]  # no folder, no hidden staging leftovers
@@ -193,16 +200,24 @@ def banking(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"train": folder / "train.csv", "test": folder / "test.csv", "root": folder}
 
 
-def test_generic_target_training_and_cli_evaluate(banking: dict[str, Path], triage_cli: TriageCli,
-                                                   triage_model: TrainedModel) -> None:
+def test_generic_target_training_and_cli_evaluate(
+    banking: dict[str, Path], triage_cli: TriageCli, triage_model: TrainedModel
+) -> None:
     train_df = load_dataset(banking["train"], "category")
     test_df = load_dataset(banking["test"], "category")
     assert len(train_df) == 80 and train_df["category"].nunique() == 10
     assert set(test_df["category"]) == set(train_df["category"])
 
-    folder = train(train_config(data=banking["train"], test=banking["test"], target="category",
-                                models_dir=banking["root"] / "models", cache_dir=triage_model.cache_dir,
-                                progress=False))
+    folder = train(
+        train_config(
+            data=banking["train"],
+            test=banking["test"],
+            target="category",
+            models_dir=banking["root"] / "models",
+            cache_dir=triage_model.cache_dir,
+            progress=False,
+        )
+    )
     config = read_json(folder / "config.json")
     assert config["task"] == "generic" and config["target"] == "category"
     assert [h["name"] for h in config["heads"]] == ["category"]
@@ -219,8 +234,7 @@ def test_generic_target_training_and_cli_evaluate(banking: dict[str, Path], tria
     with pytest.raises(ModelError, match="not a triage model"):
         Classifier(bundle)
 
-    run = triage_cli("evaluate", "--data", banking["test"], "--model", folder, "--target", "category",
-                     "--json")
+    run = triage_cli("evaluate", "--data", banking["test"], "--model", folder, "--target", "category", "--json")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     assert set(result) == {"n", "accuracy", "macro_f1"}

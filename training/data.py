@@ -105,9 +105,7 @@ def _check_row(row: dict[str, str], target: str | None) -> list[str]:
     if row["risk"] not in RISKS:
         reasons.append(f"unknown risk {row['risk']!r} (expected one of {', '.join(RISKS)})")
     if row["claim_type"] not in CLAIM_TYPES:
-        reasons.append(
-            f"unknown claim_type {row['claim_type']!r} (expected one of {', '.join(CLAIM_TYPES)})"
-        )
+        reasons.append(f"unknown claim_type {row['claim_type']!r} (expected one of {', '.join(CLAIM_TYPES)})")
     if row["risk"] in RISKS and row["claim_type"] in CLAIM_TYPES and not consistent(row["risk"], row["claim_type"]):
         reasons.append(
             f"claim_type {row['claim_type']!r} inconsistent with risk {row['risk']!r} "

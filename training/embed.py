@@ -45,9 +45,7 @@ class EmbeddingCache:
             np.savez(f, keys=keys, vectors=vectors)
 
 
-def embed_texts(
-    encoder: Encoder, texts: Sequence[str], cache_dir: Path | None, progress: bool = True
-) -> np.ndarray:
+def embed_texts(encoder: Encoder, texts: Sequence[str], cache_dir: Path | None, progress: bool = True) -> np.ndarray:
     """(n, dim) float32 embeddings; only texts missing from the cache are encoded."""
     if cache_dir is None:
         return encoder.encode(texts, progress=progress)

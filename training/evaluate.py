@@ -13,8 +13,9 @@ from training.modelcard import metrics_table
 from training.plots import plot_confusion, plot_triage
 
 
-def evaluate_file(data: Path, folder: Path, target: str | None = None, variant: str | None = None,
-                  plots_dir: Path | None = None) -> dict[str, Any]:
+def evaluate_file(
+    data: Path, folder: Path, target: str | None = None, variant: str | None = None, plots_dir: Path | None = None
+) -> dict[str, Any]:
     """{"metrics": the JSON object, "text": readable tables}; plots are written when `plots_dir` is set."""
     bundle = ModelBundle(folder, variant=variant)
     if target:
@@ -29,8 +30,12 @@ def evaluate_file(data: Path, folder: Path, target: str | None = None, variant: 
         if plots_dir:
             plots_dir.mkdir(parents=True, exist_ok=True)
             names = sorted(set(df[target]) | set(pred))
-            path = plot_confusion(confusion(df[target], pred, names), names, f"{target} ({data.name})",
-                                  plots_dir / f"confusion_{target}.png")
+            path = plot_confusion(
+                confusion(df[target], pred, names),
+                names,
+                f"{target} ({data.name})",
+                plots_dir / f"confusion_{target}.png",
+            )
             text += f"\nconfusion matrix: {path}"
         return {"metrics": metrics, "text": text}
 
@@ -40,8 +45,11 @@ def evaluate_file(data: Path, folder: Path, target: str | None = None, variant: 
     report = triage_report(df, preds)
     keywords = triage_report(df, KeywordTriage().predict(texts))
     metrics = report | {"keyword_baseline": keywords, "model_version": bundle.version, "variant": bundle.variant}
-    lines = [f"{data}: {report['n']} messages, model {bundle.version} ({bundle.variant}) vs keyword triage", "",
-             metrics_table(report, keywords)]
+    lines = [
+        f"{data}: {report['n']} messages, model {bundle.version} ({bundle.variant}) vs keyword triage",
+        "",
+        metrics_table(report, keywords),
+    ]
     if plots_dir:
         paths = plot_triage(plots_dir, df["risk"], df["claim_type"], preds, report, keywords, data.name)
         lines += ["", "plots: " + ", ".join(str(p) for p in paths)]

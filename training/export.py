@@ -23,12 +23,22 @@ def encoder_name(config: dict[str, Any]) -> str:
 
 def load_heads(folder: Path, config: dict[str, Any]) -> list[Head]:
     with np.load(folder / "heads.npz", allow_pickle=False) as z:
-        return [Head(h["name"], list(h["labels"]), z[f"{h['name']}.weight"], z[f"{h['name']}.bias"],
-                     float(h["temperature"]), dict(h.get("cv", {}))) for h in config["heads"]]
+        return [
+            Head(
+                h["name"],
+                list(h["labels"]),
+                z[f"{h['name']}.weight"],
+                z[f"{h['name']}.bias"],
+                float(h["temperature"]),
+                dict(h.get("cv", {})),
+            )
+            for h in config["heads"]
+        ]
 
 
-def rebuild(settings: Settings, folder: Path, out: Path | None = None, test: Path | None = None,
-            progress: bool = True) -> Path:
+def rebuild(
+    settings: Settings, folder: Path, out: Path | None = None, test: Path | None = None, progress: bool = True
+) -> Path:
     """A new model folder with the heads and training record of `folder`, exported, checked and evaluated
     again by today's code."""
     if not (folder / CONFIG).is_file() or not (folder / "heads.npz").is_file():
@@ -38,10 +48,19 @@ def rebuild(settings: Settings, folder: Path, out: Path | None = None, test: Pat
     target = config.get("target")
     data = Path(tr["data"])
     cfg = TrainConfig.from_settings(
-        settings, data=data, test=test or (Path(tr["test"]) if tr.get("test") else None), target=target,
-        out=out, encoder=encoder_name(config), c=tr["c"], class_weight=tr["class_weight"], seed=tr["seed"],
-        progress=progress, risk_threshold=config["review"]["risk_threshold"],
-        claim_type_threshold=config["review"]["claim_type_threshold"], extra={"rebuilt_from": config["version"]},
+        settings,
+        data=data,
+        test=test or (Path(tr["test"]) if tr.get("test") else None),
+        target=target,
+        out=out,
+        encoder=encoder_name(config),
+        c=tr["c"],
+        class_weight=tr["class_weight"],
+        seed=tr["seed"],
+        progress=progress,
+        risk_threshold=config["review"]["risk_threshold"],
+        claim_type_threshold=config["review"]["claim_type_threshold"],
+        extra={"rebuilt_from": config["version"]},
     )
     trained = Trained(load_encoder(cfg.encoder), load_heads(folder, config), load_dataset(data, target))
     return build_model(trained, cfg)

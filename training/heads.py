@@ -96,8 +96,12 @@ def fit_head(
     return Head(name, labels, weight / temperature, bias / temperature, temperature, info, oof_proba)
 
 
-def choose_tier1_threshold(head: Head, y: Sequence[str], target_precision: float,
-                           grid: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)) -> float:
+def choose_tier1_threshold(
+    head: Head,
+    y: Sequence[str],
+    target_precision: float,
+    grid: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8),
+) -> float:
     """The lowest P(Tier 1) threshold whose out-of-fold Tier-1 precision reaches `target_precision`.
 
     Routing a message to Tier 1 when P(claim_filed) + P(at_risk) >= threshold trades recall for precision

@@ -13,8 +13,14 @@ from serving.labels import LANGUAGES, TIER1_RISKS
 from serving.prediction import Prediction
 
 TRIAGE_KEYS = (
-    "n", "risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision", "claim_filed_recall",
-    "risk_accuracy", "needs_review_rate",
+    "n",
+    "risk_macro_f1",
+    "claim_type_macro_f1",
+    "tier1_recall",
+    "tier1_precision",
+    "claim_filed_recall",
+    "risk_accuracy",
+    "needs_review_rate",
 )
 
 
@@ -50,7 +56,8 @@ def triage_report(df: pd.DataFrame, preds: Sequence[Prediction]) -> dict[str, An
     langs = df["language"].to_numpy()
     report["per_language"] = {
         lang: triage_metrics(
-            df["risk"][langs == lang], df["claim_type"][langs == lang],
+            df["risk"][langs == lang],
+            df["claim_type"][langs == lang],
             [p for p, lg in zip(preds, langs, strict=True) if lg == lang],
         )
         for lang in LANGUAGES
@@ -82,4 +89,3 @@ def max_language_gap(a: dict[str, Any], b: dict[str, Any], keys: Sequence[str] =
             if va is not None and vb is not None:
                 gaps.append((va - vb) * 100)
     return round(max(gaps), 2)
-

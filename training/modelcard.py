@@ -11,8 +11,11 @@ ROWS = ("tier1_recall", "tier1_precision", "risk_macro_f1", "claim_type_macro_f1
 
 
 def metrics_table(model: dict[str, Any], keywords: dict[str, Any] | None) -> str:
-    head = "| metric | " + " | ".join(f"model {lg} | keywords {lg}" if keywords else f"model {lg}"
-                                        for lg in (*LANGUAGES, "all")) + " |"
+    head = (
+        "| metric | "
+        + " | ".join(f"model {lg} | keywords {lg}" if keywords else f"model {lg}" for lg in (*LANGUAGES, "all"))
+        + " |"
+    )
     cols = head.count("|") - 1
     lines = [head, "|" + "---|" * cols]
     for key in ROWS:
@@ -54,10 +57,14 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
     test = metrics.get("test")
     if test and config["task"] == "triage":
         variant = config["default_variant"]
-        lines += [f"## Test split ({variant}), model vs keyword triage", "",
-                  metrics_table(test[variant], metrics.get("keyword_baseline")), "",
-                  "![per language](per_language.png) ![risk](confusion_risk.png) "
-                  "![claim type](confusion_claim_type.png)", ""]
+        lines += [
+            f"## Test split ({variant}), model vs keyword triage",
+            "",
+            metrics_table(test[variant], metrics.get("keyword_baseline")),
+            "",
+            "![per language](per_language.png) ![risk](confusion_risk.png) ![claim type](confusion_claim_type.png)",
+            "",
+        ]
     elif test:
         lines += ["## Test split", "", "| variant | n | accuracy | macro_f1 |", "|---|---|---|---|"]
         lines += [f"| {v} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} |" for v, m in test.items()]

@@ -72,8 +72,14 @@ def export_onnx(encoder: Encoder, heads: Sequence[Head], path: Path) -> None:
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            graph, (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-            output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+            graph,
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
         )
 
 
@@ -82,14 +88,11 @@ def embed_onnx(folder: Path, variant: str, texts: Sequence[str]) -> np.ndarray:
     return bundle.infer(texts)[0]
 
 
-def check_parity(encoder: Encoder, folder: Path, variant: str = "fp32",
-                 texts: Sequence[str] = PARITY_TEXTS) -> float:
+def check_parity(encoder: Encoder, folder: Path, variant: str = "fp32", texts: Sequence[str] = PARITY_TEXTS) -> float:
     """Minimum cosine between the in-memory encoder and the exported graph; raise below MIN_COSINE."""
     reference = encoder.encode(texts)
     exported = embed_onnx(folder, variant, texts)
-    cos = np.sum(reference * exported, axis=1) / (
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1)
-    )
+    cos = np.sum(reference * exported, axis=1) / (np.linalg.norm(reference, axis=1) * np.linalg.norm(exported, axis=1))
     worst = float(cos.min())
     if not worst >= MIN_COSINE:
         bad = texts[int(cos.argmin())]
@@ -107,6 +110,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with contextlib.redirect_stdout(io.StringIO()):  # the quantiser prints graph protos
         quantize_dynamic(
-            str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
             extra_options={"MatMulConstBOnly": True},
         )

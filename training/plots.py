@@ -32,8 +32,15 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str, path: 
         for i in range(len(labels)):
             for j in range(len(labels)):
                 if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
-                            color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        color="white" if norm[i, j] > 0.5 else "black",
+                        fontsize=8,
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true row")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -41,8 +48,11 @@ def plot_confusion(matrix: np.ndarray, labels: Sequence[str], title: str, path: 
     return path
 
 
-def plot_per_language(reports: dict[str, dict[str, Any]], path: Path,
-                      keys: Sequence[str] = ("tier1_recall", "tier1_precision", "risk_macro_f1")) -> Path:
+def plot_per_language(
+    reports: dict[str, dict[str, Any]],
+    path: Path,
+    keys: Sequence[str] = ("tier1_recall", "tier1_precision", "risk_macro_f1"),
+) -> Path:
     """Grouped bars: one panel per metric, languages on x, one bar per predictor (model, keywords...)."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), sharey=True)
     width = 0.8 / max(1, len(reports))
@@ -62,15 +72,30 @@ def plot_per_language(reports: dict[str, dict[str, Any]], path: Path,
     return path
 
 
-def plot_triage(folder: Path, risk_true: Sequence[str], claim_true: Sequence[str], preds: Sequence[Prediction],
-                report: dict[str, Any], keywords: dict[str, Any], name: str) -> list[Path]:
+def plot_triage(
+    folder: Path,
+    risk_true: Sequence[str],
+    claim_true: Sequence[str],
+    preds: Sequence[Prediction],
+    report: dict[str, Any],
+    keywords: dict[str, Any],
+    name: str,
+) -> list[Path]:
     """The three plots of a triage evaluation: risk and claim-type confusion matrices, per-language bars."""
     folder.mkdir(parents=True, exist_ok=True)
     claim_labels = [*GROUNDS, "none"]
     return [
-        plot_confusion(confusion(risk_true, [p.risk for p in preds], RISKS), list(RISKS),
-                       f"risk ({name})", folder / "confusion_risk.png"),
-        plot_confusion(confusion(claim_true, [p.claim_type for p in preds], claim_labels), claim_labels,
-                       f"claim_type ({name})", folder / "confusion_claim_type.png"),
+        plot_confusion(
+            confusion(risk_true, [p.risk for p in preds], RISKS),
+            list(RISKS),
+            f"risk ({name})",
+            folder / "confusion_risk.png",
+        ),
+        plot_confusion(
+            confusion(claim_true, [p.claim_type for p in preds], claim_labels),
+            claim_labels,
+            f"claim_type ({name})",
+            folder / "confusion_claim_type.png",
+        ),
         plot_per_language({"model": report, "keywords": keywords}, folder / "per_language.png"),
     ]

@@ -61,9 +61,15 @@ class TrainConfig:
     def from_settings(cls, settings: Settings, **overrides: Any) -> TrainConfig:
         """The settings' knobs, with `overrides` applied as given."""
         values: dict[str, Any] = {
-            "data": settings.data_dir / "train.csv", "test": settings.data_dir / "test.csv", "target": None,
-            "out": None, "models_dir": settings.models_dir, "encoder": settings.encoder,
-            "cache_dir": settings.cache_dir, "c": settings.head_c, "seed": settings.seed,
+            "data": settings.data_dir / "train.csv",
+            "test": settings.data_dir / "test.csv",
+            "target": None,
+            "out": None,
+            "models_dir": settings.models_dir,
+            "encoder": settings.encoder,
+            "cache_dir": settings.cache_dir,
+            "c": settings.head_c,
+            "seed": settings.seed,
             "risk_threshold": settings.review_threshold,
             "claim_type_threshold": settings.claim_type_review_threshold,
             "tier1_precision": settings.tier1_precision,
@@ -111,8 +117,12 @@ def drop_test_overlap(train: pd.DataFrame, test: pd.DataFrame, cfg: TrainConfig)
     overlap = train["text"].map(message_key).isin(set(test["text"].map(message_key)))
     if overlap.any():
         lines = ", ".join(str(n) for n in train.loc[overlap, "line"].head(10))
-        log.warning("%d training row(s) also in the test split are left out of training (lines %s%s)",
-                    int(overlap.sum()), lines, "..." if overlap.sum() > 10 else "")
+        log.warning(
+            "%d training row(s) also in the test split are left out of training (lines %s%s)",
+            int(overlap.sum()),
+            lines,
+            "..." if overlap.sum() > 10 else "",
+        )
         cfg.extra["rows_left_out_in_test"] = int(overlap.sum())
     return train.loc[~overlap].reset_index(drop=True)
 
@@ -160,19 +170,29 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
             "target": cfg.target,
             "encoder": encoder.describe(),
             "tokenizer": tokenizer,
-            "heads": [{"name": h.name, "labels": h.labels, "temperature": round(h.temperature, 4),
-                       "cv": h.info} for h in heads],
+            "heads": [
+                {"name": h.name, "labels": h.labels, "temperature": round(h.temperature, 4), "cv": h.info}
+                for h in heads
+            ],
             "files": {"fp32": FP32_FILE, "int8": INT8_FILE},
             "default_variant": "fp32",
-            "review": {"risk_threshold": cfg.risk_threshold, "claim_type_threshold": cfg.claim_type_threshold,
-                       "tier1_threshold": tier1_threshold(heads)},
+            "review": {
+                "risk_threshold": cfg.risk_threshold,
+                "claim_type_threshold": cfg.claim_type_threshold,
+                "tier1_threshold": tier1_threshold(heads),
+            },
             "training": {
-                "data": str(cfg.data), "data_sha256": sha256_file(cfg.data), "rows": len(trained.train_df),
+                "data": str(cfg.data),
+                "data_sha256": sha256_file(cfg.data),
+                "rows": len(trained.train_df),
                 "test": str(cfg.test) if cfg.test else None,
                 "test_sha256": sha256_file(cfg.test) if cfg.test else None,
-                "c": cfg.c, "class_weight": cfg.class_weight, "seed": cfg.seed,
+                "c": cfg.c,
+                "class_weight": cfg.class_weight,
+                "seed": cfg.seed,
                 "platform": platform.platform(),
-            } | cfg.extra,
+            }
+            | cfg.extra,
         }
         write_json(staging / CONFIG, config)
         arrays: dict[str, Any] = {f"{h.name}.weight": h.weight for h in heads}
@@ -186,8 +206,10 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
         if test is not None:
             bundles = {v: ModelBundle(staging, v, verify=False) for v in ("fp32", "int8")}
             preds = {} if cfg.target else {v: Classifier(b).predict(test["text"].tolist()) for v, b in bundles.items()}
-            reports = {v: target_report(b, test, cfg.target) if cfg.target else triage_report(test, preds[v])
-                       for v, b in bundles.items()}
+            reports = {
+                v: target_report(b, test, cfg.target) if cfg.target else triage_report(test, preds[v])
+                for v, b in bundles.items()
+            }
             steps.update()
             metrics["test"] = reports
             if cfg.target:
@@ -199,12 +221,20 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
             metrics["int8_gap_points"] = gap
             metrics["default_variant_reason"] = (
                 f"int8 is within {INT8_MAX_GAP_POINTS} point of fp32 (largest drop {gap})"
-                if gap <= INT8_MAX_GAP_POINTS else f"int8 drops {gap} points somewhere (> {INT8_MAX_GAP_POINTS})"
+                if gap <= INT8_MAX_GAP_POINTS
+                else f"int8 drops {gap} points somewhere (> {INT8_MAX_GAP_POINTS})"
             )
             if not cfg.target:
                 variant = config["default_variant"]
-                plot_triage(staging, test["risk"], test["claim_type"], preds[variant], reports[variant],
-                            metrics["keyword_baseline"], "test split")
+                plot_triage(
+                    staging,
+                    test["risk"],
+                    test["claim_type"],
+                    preds[variant],
+                    reports[variant],
+                    metrics["keyword_baseline"],
+                    "test split",
+                )
         else:
             metrics["default_variant_reason"] = "no test split given: fp32"
         steps.update()

@@ -48,8 +48,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     s = _settings()
     test = None if args.no_test else (args.test or (None if args.target else s.data_dir / "test.csv"))
     given = {"data": args.data, "encoder": args.encoder, "c": args.c}
-    cfg = TrainConfig.from_settings(s, test=test, target=args.target, out=args.out, progress=not args.quiet,
-                                    **{k: v for k, v in given.items() if v is not None})
+    cfg = TrainConfig.from_settings(
+        s,
+        test=test,
+        target=args.target,
+        out=args.out,
+        progress=not args.quiet,
+        **{k: v for k, v in given.items() if v is not None},
+    )
     folder = train(cfg)
     print(f"model written to {folder}")
     _print_model_summary(folder)
@@ -85,8 +91,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     s = _settings()
     folder = _model_folder(s, args.model)
-    result = evaluate_file(Path(args.data), folder, target=args.target, variant=args.variant,
-                           plots_dir=None if args.json else Path(args.plots))
+    result = evaluate_file(
+        Path(args.data),
+        folder,
+        target=args.target,
+        variant=args.variant,
+        plots_dir=None if args.json else Path(args.plots),
+    )
     if args.json:
         print(json.dumps(result["metrics"], indent=2))
     else:
@@ -132,7 +143,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     folder = _model_folder(s, args.model)
     texts = args.text or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        raise UsageError("give a message: triage classify \"text\" (or lines on standard input)")
+        raise UsageError('give a message: triage classify "text" (or lines on standard input)')
     try:
         reqs = [ClassifyRequest(text=t, channel=args.channel, order_id=args.order_id) for t in texts]
     except ValueError as err:
@@ -150,8 +161,15 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     s = _settings()
     if args.corrections is not None and not args.corrections.is_file():
         raise UsageError(f"{args.corrections}: no such corrections file (pull some with `triage label pull`)")
-    result = retrain(s, data=args.data, corrections=args.corrections, test=args.test, c=args.c,
-                     promote=not args.no_promote, progress=not args.quiet)
+    result = retrain(
+        s,
+        data=args.data,
+        corrections=args.corrections,
+        test=args.test,
+        c=args.c,
+        promote=not args.no_promote,
+        progress=not args.quiet,
+    )
     print(result.report())
     return 0
 
@@ -162,8 +180,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
     s = _settings()
     done = promote(s, args.version, alias=args.alias)
     before = f"(was version {done.previous})" if done.previous else "(it had no version before)"
-    print(f"models:/{done.name}@{args.alias} -> version {done.version} {before}; "
-          "serving processes switch at POST /admin/reload")
+    print(
+        f"models:/{done.name}@{args.alias} -> version {done.version} {before}; "
+        "serving processes switch at POST /admin/reload"
+    )
     return 0
 
 
@@ -201,8 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = add("train", cmd_train, "Train a model (embeddings + calibrated heads) and write an ONNX model folder.")
     t.add_argument("--data", type=Path, help="training CSV (default: data/train.csv)")
-    t.add_argument("--test", type=Path, help="held-out CSV evaluated into the model card (default: data/test.csv "
-                   "for the triage schema, none with --target)")
+    t.add_argument(
+        "--test",
+        type=Path,
+        help="held-out CSV evaluated into the model card (default: data/test.csv "
+        "for the triage schema, none with --target)",
+    )
     t.add_argument("--no-test", action="store_true", help="do not evaluate on a test split")
     t.add_argument("--target", help="train a single head on this column instead of risk + claim_type")
     t.add_argument("--out", type=Path, help="model folder to create (default: models/<version>)")
@@ -238,28 +262,43 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channel")
     c.add_argument("--order-id")
 
-    r = add("retrain", cmd_retrain, "Retrain on the seed data plus reviewer corrections, log the run to "
-            "MLflow, register a version and make it `champion` if it passes the gate (else `challenger`).")
+    r = add(
+        "retrain",
+        cmd_retrain,
+        "Retrain on the seed data plus reviewer corrections, log the run to "
+        "MLflow, register a version and make it `champion` if it passes the gate (else `challenger`).",
+    )
     r.add_argument("--data", type=Path, help="seed training CSV (default: data/train.csv)")
-    r.add_argument("--corrections", type=Path,
-                   help="corrections CSV (default: data/corrections.csv when it exists)")
+    r.add_argument("--corrections", type=Path, help="corrections CSV (default: data/corrections.csv when it exists)")
     r.add_argument("--test", type=Path, help="the fixed test split (default: data/test.csv)")
     r.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 10)")
-    r.add_argument("--no-promote", action="store_true",
-                   help="register as `challenger` even if the gate passes (then `triage promote`)")
+    r.add_argument(
+        "--no-promote",
+        action="store_true",
+        help="register as `challenger` even if the gate passes (then `triage promote`)",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    pr = add("promote", cmd_promote, "Point a registry alias (default `champion`) at a model version: "
-             "promotion and rollback alike.")
+    pr = add(
+        "promote",
+        cmd_promote,
+        "Point a registry alias (default `champion`) at a model version: promotion and rollback alike.",
+    )
     pr.add_argument("--version", required=True, help="registered model version number")
     pr.add_argument("--alias", default="champion", help="alias to move (default champion)")
 
-    lb = sub.add_parser("label", help="The Label Studio loop: push tickets to review, pull corrections.",
-                        description="The Label Studio loop (TRIAGE_LABEL_STUDIO_URL / _TOKEN; a local one: "
-                        "scripts/label-studio start).")
+    lb = sub.add_parser(
+        "label",
+        help="The Label Studio loop: push tickets to review, pull corrections.",
+        description="The Label Studio loop (TRIAGE_LABEL_STUDIO_URL / _TOKEN; a local one: "
+        "scripts/label-studio start).",
+    )
     lsub = lb.add_subparsers(dest="label_command", required=True, metavar="ACTION")
-    lp = lsub.add_parser("push", help="Send the logged tickets that most need a human (agents' misroutes, "
-                         "needs_review, model vs keyword disagreements, lowest confidence), never one twice.")
+    lp = lsub.add_parser(
+        "push",
+        help="Send the logged tickets that most need a human (agents' misroutes, "
+        "needs_review, model vs keyword disagreements, lowest confidence), never one twice.",
+    )
     lp.add_argument("--limit", type=_positive_int, default=100, help="most tasks to send (default 100)")
     lp.set_defaults(func=cmd_label_push)
     ll = lsub.add_parser("pull", help="Add completed annotations to data/corrections.csv (idempotent).")

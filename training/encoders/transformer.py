@@ -34,9 +34,7 @@ class TransformerEncoder(SentenceTransformerEncoder):
                 else "not a local folder, and the Hugging Face hub could not provide it (no network?); "
                 "download it on a connected machine and pass its folder"
             )
-            raise EncoderLoadError(
-                f"cannot load sentence-transformers model {name_or_path!r}: {hint} ({err})"
-            ) from err
+            raise EncoderLoadError(f"cannot load sentence-transformers model {name_or_path!r}: {hint} ({err})") from err
         self.model.eval()
         modules: list[Any] = list(self.model)
         self._transformer: Any = modules[0]
@@ -48,14 +46,18 @@ class TransformerEncoder(SentenceTransformerEncoder):
                 f"{name_or_path!r}: only Transformer -> Pooling -> [Normalize] models can be exported "
                 f"(found {[type(m).__name__ for m in modules]})"
             )
-        self.pooling_mode = str(self._pooling.pooling_mode if hasattr(self._pooling, "pooling_mode")
-                                else self._pooling.get_pooling_mode_str())
+        self.pooling_mode = str(
+            self._pooling.pooling_mode
+            if hasattr(self._pooling, "pooling_mode")
+            else self._pooling.get_pooling_mode_str()
+        )
         self.name = name_or_path
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
-        tag = hashlib.sha256(str(Path(name_or_path).resolve() if Path(name_or_path).exists()
-                                 else name_or_path).encode()).hexdigest()[:10]
+        tag = hashlib.sha256(
+            str(Path(name_or_path).resolve() if Path(name_or_path).exists() else name_or_path).encode()
+        ).hexdigest()[:10]
         slug = "-".join(Path(name_or_path).parts[-2:]).replace("/", "-")
         self.id = f"st-{slug}-{tag}"
 
@@ -73,8 +75,15 @@ class TransformerEncoder(SentenceTransformerEncoder):
         }
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "sentence-transformers", "id": self.id, "name": self.name, "dim": self.dim,
-                "pooling": self.pooling_mode, "normalize": self.normalize, "max_tokens": self.max_tokens}
+        return {
+            "kind": "sentence-transformers",
+            "id": self.id,
+            "name": self.name,
+            "dim": self.dim,
+            "pooling": self.pooling_mode,
+            "normalize": self.normalize,
+            "max_tokens": self.max_tokens,
+        }
 
 
 class _TransformerGraph(torch.nn.Module):
