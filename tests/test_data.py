@@ -6,12 +6,14 @@ from collections import Counter
 from itertools import product
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from serving.labels import CLAIM_TYPES, GROUNDS, LANGUAGES, RISKS
-from training.data import DataError, load_dataset
+from serving.labels import CLAIM_TYPES, GROUNDS, LANGUAGES, RISKS, message_key
+from training.data import DataError, coverage_table, load_dataset
+from training.surface import MAX_SURFACE_AUC, surface_auc
 
-from .conftest import DATA
+from .conftest import DATA, SHARED
 
 HEADER = "text,language,risk,claim_type"
 GOOD = "Where is my parcel?,en,routine,none"
@@ -129,21 +131,26 @@ def test_generic_target_mode(tmp_path: Path) -> None:
 
 
 # -- the shipped data -------------------------------------------------------------------------------
+REAL = SHARED / "benchmarks" / "amazonhelp-tweets" / "dev.csv"
+LENGTH = {"<80": (0, 79), "80-200": (80, 200), ">200": (201, 10**9)}
+
+
 @pytest.fixture(scope="module")
-def shipped() -> dict[str, object]:
+def shipped() -> dict[str, pd.DataFrame]:
     return {name: load_dataset(DATA / f"{name}.csv") for name in ("train", "test")}
 
 
-def test_shipped_data_size_and_languages(shipped: dict) -> None:
+def test_shipped_data_size_languages_and_slices(shipped: dict[str, pd.DataFrame]) -> None:
     train, test = shipped["train"], shipped["test"]
-    assert len(train) + len(test) >= 900
-    per_language = Counter(train["language"]) + Counter(test["language"])
-    for lang in LANGUAGES:
-        assert per_language[lang] >= 300, per_language
+    assert len(train) >= 3000 and len(test) >= 600
+    for df, least in ((train, 1000), (test, 200)):
+        counts = Counter(df["language"])
+        assert all(counts[lang] >= least for lang in LANGUAGES), counts
+        assert (df["slice"] != "").all(), "every row names its slice"
 
 
 @pytest.mark.parametrize("name", ["train", "test"])
-def test_shipped_data_covers_every_label_pair_in_every_language(shipped: dict, name: str) -> None:
+def test_shipped_data_covers_every_label_pair_in_every_language(shipped: dict[str, pd.DataFrame], name: str) -> None:
     df = shipped[name]
     pairs = {("routine", "none")} | set(product(["claim_filed", "at_risk"], GROUNDS))
     assert len(pairs) == 13 and {r for r, _ in pairs} == set(RISKS)
@@ -153,13 +160,47 @@ def test_shipped_data_covers_every_label_pair_in_every_language(shipped: dict, n
     assert not missing, f"{name}.csv lacks {missing}"
 
 
-def test_shipped_train_and_test_share_no_text(shipped: dict) -> None:
-    train, test = shipped["train"], shipped["test"]
-    shared = set(train["text"]) & set(test["text"])
-    assert not shared
+def test_short_calm_complaints_exist_for_every_ground_in_every_language(shipped: dict[str, pd.DataFrame]) -> None:
+    train = shipped["train"]
+    calm = train[(train["slice"] == "complaint_short_calm")]
+    assert (calm["text"].str.len() < 100).all()
+    per = Counter(zip(calm["language"], calm["claim_type"], strict=True))
+    assert all(per[(lang, g)] >= 10 for lang in LANGUAGES for g in GROUNDS), per
 
-    # nor near-copies differing only in case or spacing
-    def norm(t: str) -> str:
-        return " ".join(t.lower().split())
 
-    assert not {norm(t) for t in train["text"]} & {norm(t) for t in test["text"]}
+def test_the_test_split_has_enough_tier1_messages_in_every_language_and_length_bucket(
+    shipped: dict[str, pd.DataFrame],
+) -> None:
+    test = shipped["test"]
+    for lang in LANGUAGES:
+        for bucket, (lo, hi) in LENGTH.items():
+            n = test["text"].str.len()
+            tier1 = test[(test["language"] == lang) & n.between(lo, hi) & (test["risk"] != "routine")]
+            assert len(tier1) >= 25, (lang, bucket, len(tier1))
+
+
+def test_shipped_train_and_test_share_no_message(shipped: dict[str, pd.DataFrame]) -> None:
+    train_keys = set(shipped["train"]["text"].map(message_key))
+    assert not train_keys & set(shipped["test"]["text"].map(message_key))
+
+
+def test_no_real_evaluation_message_is_in_the_data(shipped: dict[str, pd.DataFrame]) -> None:
+    """The real tweets are an evaluation set: none of their texts, normalised, is in data/."""
+    if not REAL.is_file():
+        pytest.skip(f"{REAL} is not beside the checkout")
+    real = set(load_dataset(REAL)["text"].map(message_key))
+    for name, df in shipped.items():
+        assert not real & set(df["text"].map(message_key)), f"{name}.csv holds real evaluation messages"
+
+
+def test_the_surface_of_a_message_does_not_give_its_label_away(shipped: dict[str, pd.DataFrame]) -> None:
+    """Length, punctuation, digits, an order id, capitals or a greeting alone must not predict Tier 1."""
+    train = shipped["train"]
+    auc = surface_auc(train["text"].tolist(), (train["risk"] != "routine").tolist())
+    assert auc <= MAX_SURFACE_AUC, f"surface features predict Tier 1 with cross-validated AUC {auc:.3f}"
+
+
+def test_the_readme_coverage_tables_are_the_datas(shipped: dict[str, pd.DataFrame]) -> None:
+    readme = (DATA / "README.md").read_text()
+    for name, df in shipped.items():
+        assert coverage_table(df) in readme, f"data/README.md: the {name}.csv coverage table is out of date"

@@ -112,3 +112,20 @@ def _check_row(row: dict[str, str], target: str | None) -> list[str]:
             "(claim_type is 'none' exactly when risk is 'routine')"
         )
     return reasons
+
+
+def coverage_table(df: pd.DataFrame) -> str:
+    """Markdown: rows per slice x language x risk (data/README.md carries this table; a test keeps it true)."""
+    from serving.labels import LANGUAGES
+
+    risks = ("claim_filed", "at_risk", "routine")
+    head = "| slice | " + " | ".join(f"{lang} {r}" for lang in LANGUAGES for r in risks) + " | total |"
+    lines = [head, "|---|" + "---:|" * (len(LANGUAGES) * len(risks) + 1)]
+    slices = df["slice"].fillna("").replace("", "(none)")
+    for name in sorted(set(slices)):
+        part = df[slices == name]
+        cells = [int(((part["language"] == lang) & (part["risk"] == r)).sum()) for lang in LANGUAGES for r in risks]
+        lines.append(f"| {name} | " + " | ".join(str(c) if c else "" for c in cells) + f" | {len(part)} |")
+    totals = [int(((df["language"] == lang) & (df["risk"] == r)).sum()) for lang in LANGUAGES for r in risks]
+    lines.append("| **total** | " + " | ".join(f"**{c}**" for c in totals) + f" | **{len(df)}** |")
+    return "\n".join(lines)
