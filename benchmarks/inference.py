@@ -177,10 +177,48 @@ def int8_accuracy(folder: Path, test_csv: Path, threads: int) -> dict[str, Any]:
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
         out["model_folder_gate"] = {
-            "int8_gap_points": metrics.get("int8_gap_points"),
+            "int8_flip_rate": metrics.get("int8_flip_rate"),
             "reason": metrics.get("default_variant_reason"),
         }
     return out
+
+
+# -- the served model against a baseline model -------------------------------------------------------
+def compare_models(folders: dict[str, Path], sets: MessageSets, rounds: int, threads: int) -> dict[str, Any]:
+    """ms per message of each model folder's served graph (tokenizer, n-grams and onnxruntime:
+    `ModelBundle.infer`), one message at a time, short and long, in the same alternating rounds; and each
+    model's ratio to the first (the baseline)."""
+    bundles = {name: ModelBundle(folder, threads=threads, verify=False) for name, folder in folders.items()}
+    for bundle in bundles.values():
+        for t in sets.all[:8]:  # warm-up
+            bundle.infer([t])
+    samples: dict[tuple[str, str], list[float]] = {}
+    names = list(bundles)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for part, texts in sets.named().items():
+                t0 = time.perf_counter()
+                for t in texts:
+                    bundles[name].infer([t])
+                samples.setdefault((name, part), []).append(1000 * (time.perf_counter() - t0) / len(texts))
+    ms = {name: {part: round(statistics.median(samples[(name, part)]), 3) for part in sets.named()} for name in names}
+    base = names[0]
+    return {
+        "models": {
+            name: {
+                "folder": str(folders[name]),
+                "variant": bundles[name].variant,
+                "encoder": bundles[name].config["encoder"]["id"],
+                "ngrams": "ngrams" in bundles[name].config,
+            }
+            for name in names
+        },
+        "ms_per_message": ms,
+        "ratio_to_baseline": {
+            name: {part: ratio(ms[name][part], ms[base][part]) for part in sets.named()} for name in names[1:]
+        },
+        "rounds": rounds,
+    }
 
 
 # -- the served model's floor -----------------------------------------------------------------------

@@ -136,10 +136,33 @@ def table(r: dict[str, Any]) -> str:
                 f" vs {f32['claim_type_accuracy']:.2f} (largest drop {acc['max_drop_points']:+.2f} pt)"
             )
             if gate:
-                out.append(
-                    f"  model folder's stricter gate (per-language macro-F1 / Tier-1 recall and precision): "
-                    f"{gate.get('reason')}"
-                )
+                out.append(f"  the model folder's int8 rule (tier flips over all labelled data): {gate.get('reason')}")
+        out.append("")
+    models = r.get("models")
+    if models:
+        model_names = list(models["ms_per_message"])
+        out.append(
+            "Served graph against baseline models, ms per message, one at a time (tokenizer + n-grams + "
+            f"onnxruntime, median of {models['rounds']} rounds)"
+        )
+        header = ["model", "encoder", "n-grams", "variant", "short", "long", "short x baseline", "long x baseline"]
+        model_rows: list[list[str]] = []
+        for name in model_names:
+            m, ms = models["models"][name], models["ms_per_message"][name]
+            ratio_row = models["ratio_to_baseline"].get(name, {})
+            model_rows.append(
+                [
+                    name,
+                    m["encoder"],
+                    "yes" if m["ngrams"] else "no",
+                    m["variant"],
+                    _fmt(ms["short"], 3),
+                    _fmt(ms["long"], 3),
+                    _fmt(ratio_row.get("short", 1.0)),
+                    _fmt(ratio_row.get("long", 1.0)),
+                ]
+            )
+        out += _rows(header, model_rows)
         out.append("")
     floor = r.get("floor")
     if floor:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.inference import Floor, encoder_speed, int8_accuracy, message_sets
+from benchmarks.inference import Floor, compare_models, encoder_speed, int8_accuracy, message_sets
 from benchmarks.server import LoadPlan, http_benchmark
 from serving.model import CONFIG, MANIFEST, ModelError, find_latest, inference_slots, intra_op_threads
 from serving.settings import Settings
@@ -131,6 +131,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-http", action="store_true", help="no server, no HTTP load")
     p.add_argument("--skip-training", action="store_true", help="no training-time runs")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another model folder to time beside the served one (repeatable), e.g. the previous "
+        "default: per-message latency of both in the same rounds, and the ratio",
+    )
     return p.parse_args(argv)
 
 
@@ -181,6 +189,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["encoder"] = encoder_speed(model, sets, rounds, threads)
         say("int8 vs fp32 accuracy on the test split")
         result["int8_accuracy"] = int8_accuracy(model, args.test_data, threads)
+
+    if args.baseline:
+        folders = {}
+        for spec in args.baseline:
+            name, _, folder = spec.partition("=")
+            if not folder or not (Path(folder) / CONFIG).is_file():
+                raise SystemExit(f"--baseline {spec}: give NAME=DIR with DIR a model folder")
+            folders[name] = Path(folder)
+        folders["served"] = model
+        say(f"served model vs {', '.join(folders)[: -len(', served')]}: {rounds} rounds")
+        result["models"] = compare_models(folders, sets, rounds, threads)
 
     floor = Floor(model, sets.all, threads)
     try:

@@ -99,18 +99,32 @@ class LabelStudioClient:
         ids = [int(p.id) for p in projects if p.title == title and p.id is not None]
         return min(ids) if ids else None
 
-    def ensure_project(self, title: str, label_config: str, description: str = "") -> tuple[int, bool]:
-        """(project id, created?): reuse the project with this title, else create it."""
+    def ensure_project(
+        self, title: str, label_config: str, description: str = "", instruction: str = ""
+    ) -> tuple[int, bool]:
+        """(project id, created?): reuse the project with this title (bringing its labeling config and
+        reviewer instructions up to date), else create it."""
         found = self.find_project(title)
         if found is not None:
             with self._calling(f"reading project {found}"):
-                current = self.sdk.projects.get(id=found).label_config
-            if _squash(current or "") != _squash(label_config):
-                with self._calling(f"updating the labeling config of project {found}"):
-                    self.sdk.projects.update(id=found, label_config=label_config)
+                current = self.sdk.projects.get(id=found)
+            changed: dict[str, Any] = {}
+            if _squash(current.label_config or "") != _squash(label_config):
+                changed["label_config"] = label_config
+            if instruction and _squash(current.expert_instruction or "") != _squash(instruction):
+                changed |= {"expert_instruction": instruction, "show_instruction": True}
+            if changed:
+                with self._calling(f"updating {', '.join(changed)} of project {found}"):
+                    self.sdk.projects.update(id=found, **changed)
             return found, False
         with self._calling(f"creating project {title!r}"):
-            project = self.sdk.projects.create(title=title, label_config=label_config, description=description)
+            project = self.sdk.projects.create(
+                title=title,
+                label_config=label_config,
+                description=description,
+                expert_instruction=instruction,
+                show_instruction=bool(instruction),
+            )
         assert project.id is not None
         log.info("created Label Studio project %s (%r)", project.id, title)
         return int(project.id), True

@@ -51,7 +51,9 @@ def push(settings: Settings, limit: int = DEFAULT_LIMIT, client: LabelStudioClie
     if limit < 1:
         raise ValueError("limit must be at least 1")
     ls = client or LabelStudioClient.from_settings(settings)
-    project_id, created = ls.ensure_project(settings.label_studio_project, tasks.label_config(), PROJECT_DESCRIPTION)
+    project_id, created = ls.ensure_project(
+        settings.label_studio_project, tasks.label_config(), PROJECT_DESCRIPTION, tasks.instructions()
+    )
     in_project = ls.task_keys(project_id)
     plog = PredictionLog.open(settings.db_url)
     try:

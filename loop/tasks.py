@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from serving.labels import CLAIM_TYPES, RISKS, consistent, message_key
 from serving.language import detect_language
@@ -37,6 +38,17 @@ CLAIM_TYPE_HINTS = {
 
 # why a task is sent, most urgent first
 REASONS = ("misroute", "needs_review", "disagreement", "low_confidence")
+
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "labeling-guide.md"
+
+
+def instructions(guide: Path = GUIDE) -> str:
+    """The labeling guide as the project's reviewer instructions (HTML, shown before each task), so reviewers
+    label by the same contract as the data; a pointer to it when the guide is not beside the code."""
+    if not guide.is_file():
+        return "<p>Label by the labeling guide: docs/labeling-guide.md in the triage repository.</p>"
+    return f'<pre style="white-space: pre-wrap">{escape(guide.read_text(encoding="utf-8"))}</pre>'
 
 
 def label_config() -> str:

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from serving.errors import TriageError
 from serving.files import sha256_file, write_json
 from serving.labels import CLAIM_TYPES, RISKS, ClaimType, Risk
+from serving.ngrams import CharNgrams
 from serving.prediction import Prediction
 from serving.tokenizer import load_tokenizer, pad
 
@@ -103,9 +104,10 @@ class ReviewPolicy:
     """Routing and review thresholds, stored in the model folder's config.json (`review`), chosen at
     training time (Settings gives the defaults)."""
 
-    risk_threshold: float  # needs_review below this probability of the chosen risk
+    risk_threshold: float  # needs_review when a Tier-1 message's chosen risk has less than this share of P(Tier 1)
     claim_type_threshold: float  # needs_review below this probability of the chosen ground
     tier1_threshold: float  # Tier 1 when P(claim_filed) + P(at_risk) reaches this
+    tier1_band: float = 0.0  # needs_review when P(Tier 1) is this close to the threshold (0: folders before it)
 
 
 class ModelBundle:
@@ -123,6 +125,8 @@ class ModelBundle:
         self.version: str = self.config["version"]
         self.heads: dict[str, list[str]] = {h["name"]: list(h["labels"]) for h in self.config["heads"]}
         self.tokenizer = load_tokenizer(self.folder, self.config["tokenizer"])
+        spec = self.config.get("ngrams")
+        self.ngrams = CharNgrams.load(self.folder, spec) if spec else None
         self.session = ort.InferenceSession(
             str(self.folder / self.config["files"][self.variant]),
             sess_options=session_options(threads),
@@ -130,9 +134,13 @@ class ModelBundle:
         )
         self._outputs = ["embedding"] + [f"probs_{name}" for name in self.heads]
 
-    def run_ids(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def run(self, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """One onnxruntime call: `ids` are the token ids of `texts`."""
         input_ids, mask = pad(ids, self.tokenizer.pad_id)
-        return list(self.session.run(self._outputs, {"input_ids": input_ids, "attention_mask": mask}))
+        feeds = {"input_ids": input_ids, "attention_mask": mask}
+        if self.ngrams is not None:
+            feeds["ngram_ids"], feeds["ngram_weights"] = self.ngrams.transform(texts)
+        return list(self.session.run(self._outputs, feeds))
 
     def infer(self, texts: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Embeddings (n, dim) and probabilities per head (n, k), in the order of `texts`.
@@ -146,12 +154,12 @@ class ModelBundle:
         group: list[int] = []
         for i in order:
             if group and len(ids[i]) * (len(group) + 1) > TOKEN_BUDGET:
-                results.append(self.run_ids([ids[j] for j in group]))
+                results.append(self.run([texts[j] for j in group], [ids[j] for j in group]))
                 placed.append(group)
                 group = []
             group.append(i)
         if group:
-            results.append(self.run_ids([ids[j] for j in group]))
+            results.append(self.run([texts[j] for j in group], [ids[j] for j in group]))
             placed.append(group)
         outputs = [np.empty((len(texts), r.shape[1]), np.float32) for r in results[0]] if results else []
         for idx, res in zip(placed, results, strict=True):
@@ -196,23 +204,38 @@ class Classifier:
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         probs = self.bundle.predict_proba(texts)
-        return [self._decide(probs["risk"][i], probs["claim_type"][i]) for i in range(len(texts))]
+        return [
+            decide(probs["risk"][i], probs["claim_type"][i], self._risk_labels, self._ground_labels, self.policy)
+            for i in range(len(texts))
+        ]
 
-    def _decide(self, risk_p: np.ndarray, ground_p: np.ndarray) -> Prediction:
-        ground_labels = self._ground_labels
-        risk_scores: dict[str, float] = {r: 0.0 for r in RISKS}
-        risk_scores |= {r: float(p) for r, p in zip(self._risk_labels, risk_p, strict=True)}
-        p_routine = risk_scores["routine"]
-        risk: Risk = "routine"
-        if 1.0 - p_routine >= self.policy.tier1_threshold:
-            risk = "claim_filed" if risk_scores["claim_filed"] >= risk_scores["at_risk"] else "at_risk"
-        # P(claim_type) = P(routine) for `none`, else P(Tier 1) * P(ground | Tier 1)
-        claim_scores: dict[str, float] = {c: 0.0 for c in CLAIM_TYPES}
-        claim_scores["none"] = p_routine
-        for g, p in zip(ground_labels, ground_p, strict=True):
-            claim_scores[g] = (1.0 - p_routine) * float(p)
-        claim_type: ClaimType = "none" if risk == "routine" else ground_labels[int(np.argmax(ground_p))]
-        needs_review = risk_scores[risk] < self.policy.risk_threshold or (
-            risk != "routine" and float(np.max(ground_p)) < self.policy.claim_type_threshold
+
+def decide(
+    risk_p: np.ndarray,
+    ground_p: np.ndarray,
+    risk_labels: Sequence[Risk],
+    ground_labels: Sequence[ClaimType],
+    policy: ReviewPolicy,
+) -> Prediction:
+    """The triage policy on one message's head probabilities: the tier by the routing threshold, the
+    risk and ground within Tier 1, consistent claim-type scores, and the review flag."""
+    risk_scores: dict[str, float] = {r: 0.0 for r in RISKS}
+    risk_scores |= {r: float(p) for r, p in zip(risk_labels, risk_p, strict=True)}
+    p_routine = risk_scores["routine"]
+    p_tier1 = 1.0 - p_routine
+    risk: Risk = "routine"
+    if p_tier1 >= policy.tier1_threshold:
+        risk = "claim_filed" if risk_scores["claim_filed"] >= risk_scores["at_risk"] else "at_risk"
+    # P(claim_type) = P(routine) for `none`, else P(Tier 1) * P(ground | Tier 1)
+    claim_scores: dict[str, float] = {c: 0.0 for c in CLAIM_TYPES}
+    claim_scores["none"] = p_routine
+    for g, p in zip(ground_labels, ground_p, strict=True):
+        claim_scores[g] = p_tier1 * float(p)
+    claim_type: ClaimType = "none" if risk == "routine" else ground_labels[int(np.argmax(ground_p))]
+    needs_review = abs(p_tier1 - policy.tier1_threshold) < policy.tier1_band or (
+        risk != "routine"
+        and (
+            risk_scores[risk] < policy.risk_threshold * p_tier1 or float(np.max(ground_p)) < policy.claim_type_threshold
         )
-        return Prediction(risk, claim_type, risk_scores, claim_scores, needs_review)
+    )
+    return Prediction(risk, claim_type, risk_scores, claim_scores, needs_review)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,23 +33,59 @@ class Settings(BaseSettings):
     )
     seed: int = 13
     head_c: float = Field(default=10.0, gt=0, description="inverse L2 strength of the logistic-regression heads")
-    tier1_precision: float = Field(
-        default=0.9,
+    tier1_recall: float = Field(
+        default=0.95,
         gt=0,
         le=1,
-        description="out-of-fold Tier-1 precision the routing threshold is chosen for at training time",
+        description="Tier-1 recall the routing threshold is chosen for at training time, on cross-fitted "
+        "out-of-fold predictions of the training data (the best precision that recall allows)",
+    )
+    review_band: float = Field(
+        default=0.05,
+        ge=0,
+        le=0.5,
+        description="needs_review when P(Tier 1) is this close to the routing threshold (stored in the model)",
     )
     review_threshold: float = Field(
         default=0.6,
         ge=0,
         le=1,
-        description="needs_review when the probability of the chosen risk is below this (stored in the model)",
+        description="needs_review when a Tier-1 message's chosen risk (claim_filed or at_risk) has less than "
+        "this share of P(Tier 1) (stored in the model)",
     )
     claim_type_review_threshold: float = Field(
         default=0.45,
         ge=0,
         le=1,
         description="needs_review when the probability of the chosen Tier-1 claim type is below this",
+    )
+
+    char_ngrams: bool = Field(default=False, description="heads read char n-gram TF-IDF beside the embedding")
+    ngram_weight: float = Field(default=0.5, gt=0, description="weight of the n-gram block against the embedding")
+    finetune: bool = Field(default=False, description="fine-tune the encoder (SetFit: contrastive pairs) first")
+    finetune_objective: Literal["pairs", "classify"] = Field(
+        default="pairs", description="pairs (SetFit contrastive pairs) or classify (cross-entropy, end to end)"
+    )
+    finetune_pairs: int = Field(default=2, ge=1, description="positive and negative partners per message")
+    finetune_epochs: int = Field(default=1, ge=1)
+    finetune_learning_rate: float = Field(default=2e-5, gt=0)
+    crossfit_folds: int = Field(
+        default=5, ge=2, description="folds of fine-tuned encoders for out-of-fold predictions (thresholds)"
+    )
+    int8_max_flip_rate: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="int8 is served when it routes at most this share of all labelled messages to another tier "
+        "than fp32",
+    )
+    prevalence: float = Field(
+        default=0.10, gt=0, lt=1, description="real-world Tier-1 share at which evaluations also state precision"
+    )
+    real_eval: Path | None = Field(
+        default=Path("../shared/benchmarks/amazonhelp-tweets/dev.csv"),
+        description="real messages measured in every training and evaluation, never trained on (skipped when "
+        "the file is absent)",
     )
 
     # serving

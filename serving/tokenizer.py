@@ -53,9 +53,10 @@ class SentencePieceUseTokenizer:
 class HFTokenizer:
     kind = "hf-tokenizers"
 
-    def __init__(self, tokenizer_file: Path, max_tokens: int, pad_id: int = 0) -> None:
+    def __init__(self, tokenizer_file: Path, max_tokens: int, pad_id: int = 0, prefix: str = "") -> None:
         from tokenizers import Tokenizer as RustTokenizer
 
+        self.prefix = prefix  # what the encoder was trained to read first (e5: "query: ")
         self._tok = RustTokenizer.from_file(str(tokenizer_file))
         self._tok.no_padding()
         self._tok.enable_truncation(max_length=max_tokens)
@@ -63,7 +64,7 @@ class HFTokenizer:
         self.pad_id = pad_id
 
     def encode_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(texts))]
+        return [e.ids for e in self._tok.encode_batch([self.prefix + t for t in texts])]
 
 
 def load_tokenizer(folder: Path, spec: dict[str, Any]) -> SentencePieceUseTokenizer | HFTokenizer:
@@ -72,5 +73,7 @@ def load_tokenizer(folder: Path, spec: dict[str, Any]) -> SentencePieceUseTokeni
     if kind == SentencePieceUseTokenizer.kind:
         return SentencePieceUseTokenizer(folder / spec["file"], max_tokens=int(spec["max_tokens"]))
     if kind == HFTokenizer.kind:
-        return HFTokenizer(folder / spec["file"], int(spec["max_tokens"]), int(spec.get("pad_id", 0)))
+        return HFTokenizer(
+            folder / spec["file"], int(spec["max_tokens"]), int(spec.get("pad_id", 0)), str(spec.get("prefix", ""))
+        )
     raise ValueError(f"unknown tokenizer kind {kind!r} in the model folder's config.json")

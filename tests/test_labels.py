@@ -13,7 +13,7 @@ from serving.labels import CLAIM_TYPES, GROUNDS, RISKS, consistent, message_key,
 from serving.predlog import PredictionLog
 from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
 from serving.settings import Settings
-from training.train import TrainConfig, drop_test_overlap
+from training.train import TrainConfig, drop_overlap
 
 TEST_MESSAGE = "Merci, tout est bien arrivé."
 # the same message as a reviewer's correction might carry it: other case, decomposed é, other spacing
@@ -54,8 +54,8 @@ def test_a_correction_of_a_test_message_in_another_case_is_held_out_not_trained_
 
 
 def test_training_leaves_out_a_variant_of_a_test_message(tmp_path: Path) -> None:
-    cfg = TrainConfig.from_settings(Settings(_env_file=None), test=None)  # type: ignore[call-arg]
-    kept = drop_test_overlap(rows(VARIANT, "Où en est ma commande ?"), rows(TEST_MESSAGE), cfg)
+    cfg = TrainConfig.from_settings(Settings(_env_file=None), test=tmp_path / "test.csv")  # type: ignore[call-arg]
+    kept = drop_overlap(rows(VARIANT, "Où en est ma commande ?"), rows(TEST_MESSAGE), tmp_path / "test.csv", cfg)
     assert kept["text"].tolist() == ["Où en est ma commande ?"]
     assert cfg.extra["rows_left_out_in_test"] == 1
 

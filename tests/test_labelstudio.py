@@ -122,6 +122,9 @@ def test_push_creates_the_project_once_and_sends_in_priority_order(loop: Loop) -
     listed: list[Any] = list(loop.client.sdk.projects.list(title=loop.settings.label_studio_project))
     same_title = [p.id for p in listed if p.title == loop.settings.label_studio_project]
     assert len(same_title) == 1
+    # reviewers see the labeling guide before each task
+    project = loop.client.sdk.projects.get(id=first.project_id)
+    assert project.show_instruction and "A-to-Z" in (project.expert_instruction or "")
 
     tasks = project_tasks(loop)
     assert [t["id"] for t in tasks] == first.task_ids + rest.task_ids

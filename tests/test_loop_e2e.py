@@ -1,17 +1,19 @@
-"""The whole loop on the REAL Label Studio and MLflow servers, as people run it, with the full seed data.
+"""The whole loop on the REAL Label Studio and MLflow servers, as people run it.
 
-A real uvicorn serves the champion from the registry. Customers write about parcels that arrived soaked
-and ruined (the seed model sends these to the routine queue); an agent reports one misroute; `triage
-label push` sends the tickets to Label Studio; a reviewer corrects them through the API; `triage label
-pull`; `triage retrain` trains, passes the gate and becomes champion; POST /admin/reload; /classify now
-answers a paraphrase it never saw the corrected way (Tier 1, damaged_defective).
+The test owns one scenario: parcels that arrived soaked by water, their contents ruined. Its seed data
+is a small stratified subset of data/train.csv with every water-related message left out, so the first
+model has never seen the scenario, whatever the shipped data covers. A real uvicorn serves the champion
+from the registry; customers write about soaked parcels (the seed model sends most of them to the
+routine queue); an agent reports one misroute; `triage label push` sends the tickets to Label Studio; a
+reviewer corrects them through the API; `triage label pull`; `triage retrain` trains, passes the gate and
+becomes champion; POST /admin/reload; /classify now answers a paraphrase it never saw the corrected way
+(Tier 1, damaged_defective).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +24,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from serving.labels import normalize_message
 from serving.settings import Settings
-from tests.conftest import DATA
+from tests.conftest import DATA, read_rows, stratified_subset, write_rows
 from tests.processes import run_triage, triage_env, triage_server
 
 pytestmark = [pytest.mark.services, pytest.mark.model]
@@ -44,6 +47,41 @@ SOAKED = [
 FINE = "Merci, tout est bien arrivé, le colis était en parfait état."  # the reviewer confirms: routine
 ODD = "Can I pay with a gift card from another shop?"  # the reviewer picks a label the project does not know
 PARAPHRASE = "The parcel arrived wet and the puzzle pieces are swollen."  # never labeled, never trained on
+# the scenario the test owns: no seed message may speak of water
+WATER = (
+    "wet",
+    "soak",
+    "drench",
+    "rain",
+    "water",
+    "damp",
+    "mould",
+    "mold",
+    "flood",
+    "swollen",
+    "mouill",
+    "tremp",
+    "pluie",
+    " eau",
+    "humid",
+    "moisi",
+    "gondol",
+    "bagnat",
+    "fradic",
+    "pioggia",
+    "acqua",
+    "umid",
+    "muffa",
+)
+
+
+def without_water(src: Path, dst: Path, per_group: int) -> int:
+    """A stratified subset of `src` with every message that mentions water left out; rows kept."""
+    stratified_subset(src, dst, per_group)
+    fields, rows = read_rows(dst)
+    kept = [r for r in rows if not any(w in normalize_message(r["text"]) for w in WATER)]
+    write_rows(dst, fields, kept)
+    return len(kept)
 
 
 @dataclass
@@ -64,8 +102,8 @@ def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempP
     root = tmp_path_factory.mktemp("loop")
     data = root / "data"
     data.mkdir()
-    for name in ("train.csv", "test.csv"):  # the real seed data and fixed test split
-        shutil.copy(DATA / name, data / name)
+    assert without_water(DATA / "train.csv", data / "train.csv", per_group=8) > 250
+    assert without_water(DATA / "test.csv", data / "test.csv", per_group=3) > 90
     session = uuid.uuid4().hex[:8]
     name = f"triage-e2e-{session}"
     env = triage_env(
@@ -77,6 +115,7 @@ def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempP
             "TRIAGE_MLFLOW_EXPERIMENT": "triage-tests",
             "TRIAGE_REGISTERED_MODEL": name,
             "TRIAGE_LABEL_STUDIO_PROJECT": f"triage e2e {session}",
+            "TRIAGE_FINETUNE": "false",  # the loop's mechanics are under test here, not the recipe
             "MLFLOW_TRACKING_URI": mlflow_uri,
             URL_VAR: os.environ[URL_VAR],
             TOKEN_VAR: os.environ[TOKEN_VAR],

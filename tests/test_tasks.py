@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from loop.tasks import (
     Rejection,
     annotation_to_row,
     export_to_rows,
+    instructions,
     label_config,
     prioritize,
     reason,
@@ -230,3 +232,12 @@ def test_export_to_rows_and_merge_are_idempotent_and_keep_edits() -> None:
     edited = [dict(rows[0], risk="at_risk", claim_type="other", labeled_at="2026-11-28T08:00:00Z")]
     after = add_pulled(first.rows, edited)
     assert (after.added, after.updated) == (0, 1) and after.rows[0]["risk"] == "at_risk"
+
+
+def test_reviewers_get_the_labeling_guide_as_instructions(tmp_path: Path) -> None:
+    html = instructions()
+    assert "A-to-Z" in html and "claim_type" in html and html.startswith("<pre")
+    guide = tmp_path / "guide.md"
+    guide.write_text("Tier 1 <b>first</b> & fast")
+    assert "Tier 1 &lt;b&gt;first&lt;/b&gt; &amp; fast" in instructions(guide)
+    assert "docs/labeling-guide.md" in instructions(tmp_path / "missing.md")

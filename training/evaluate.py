@@ -5,18 +5,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from serving.keywords import KeywordTriage
+from serving.labels import TIER1_RISKS
 from serving.model import Classifier, ModelBundle, ModelError
 from training.data import load_dataset
-from training.metrics import confusion, target_metrics, triage_report
-from training.modelcard import metrics_table
+from training.metrics import (
+    DEFAULT_PREVALENCE,
+    confusion,
+    operating_points,
+    target_metrics,
+    tier1_score,
+    triage_report,
+)
+from training.modelcard import group_table, length_table, metrics_table, operating_table
 from training.plots import plot_confusion, plot_triage
 
 
 def evaluate_file(
-    data: Path, folder: Path, target: str | None = None, variant: str | None = None, plots_dir: Path | None = None
+    data: Path,
+    folder: Path,
+    target: str | None = None,
+    variant: str | None = None,
+    plots_dir: Path | None = None,
+    prevalence: float = DEFAULT_PREVALENCE,
+    real: Path | None = None,
 ) -> dict[str, Any]:
-    """{"metrics": the JSON object, "text": readable tables}; plots are written when `plots_dir` is set."""
+    """{"metrics": the JSON object, "text": readable tables}; plots are written when `plots_dir` is set.
+
+    A triage evaluation reports overall, per language, per length bucket and per slice (when the file has
+    a `slice` column), precision at `prevalence` next to the raw figure, and the same for the `real`
+    messages (unless `data` is that file)."""
     bundle = ModelBundle(folder, variant=variant)
     if target:
         if target not in bundle.heads:
@@ -39,18 +59,58 @@ def evaluate_file(
             text += f"\nconfusion matrix: {path}"
         return {"metrics": metrics, "text": text}
 
+    report, text = triage_evaluation(data, bundle, prevalence, plots_dir)
+    metrics = report
+    if real is not None and real.resolve() != Path(data).resolve():
+        real_report, real_text = triage_evaluation(
+            real,
+            bundle,
+            prevalence,
+            plots_dir / "real" if plots_dir else None,
+            title="real messages (never trained on)",
+        )
+        metrics = report | {"real": real_report}
+        text += "\n\n" + real_text
+    return {"metrics": metrics, "text": text}
+
+
+def triage_evaluation(
+    data: Path, bundle: ModelBundle, prevalence: float, plots_dir: Path | None, title: str = ""
+) -> tuple[dict[str, Any], str]:
+    """The report (model and keyword triage) on one labeled file, and its tables."""
     df = load_dataset(data)
     texts = df["text"].tolist()
     preds = Classifier(bundle).predict(texts)
-    report = triage_report(df, preds)
-    keywords = triage_report(df, KeywordTriage().predict(texts))
-    metrics = report | {"keyword_baseline": keywords, "model_version": bundle.version, "variant": bundle.variant}
+    report = triage_report(df, preds, prevalence)
+    keywords = triage_report(df, KeywordTriage().predict(texts), prevalence)
+    scores = np.array([tier1_score(p) for p in preds])
+    truth = df["risk"].isin(TIER1_RISKS).to_numpy()
+    report |= {
+        "keyword_baseline": keywords,
+        "model_version": bundle.version,
+        "variant": bundle.variant,
+        "data": str(data),
+        "operating_points": operating_points(scores, truth, df["language"].tolist()),
+    }
     lines = [
-        f"{data}: {report['n']} messages, model {bundle.version} ({bundle.variant}) vs keyword triage",
+        f"{data}{f' ({title})' if title else ''}: {report['n']} messages, model {bundle.version} "
+        f"({bundle.variant}) vs keyword triage",
         "",
         metrics_table(report, keywords),
+        "",
+        "Tier 1 per language and length (characters):",
+        "",
+        length_table(report),
+    ]
+    if report.get("per_slice"):
+        lines += ["", "Per slice:", "", group_table(report["per_slice"], "slice")]
+    lines += [
+        "",
+        "Precision at a stated recall on this file (what another threshold would give):",
+        "",
+        operating_table(report["operating_points"]),
     ]
     if plots_dir:
         paths = plot_triage(plots_dir, df["risk"], df["claim_type"], preds, report, keywords, data.name)
         lines += ["", "plots: " + ", ".join(str(p) for p in paths)]
-    return {"metrics": metrics, "text": "\n".join(lines)}
+    return report, "\n".join(lines)

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 
 from serving.model import CONFIG, ModelError
+from serving.ngrams import CharNgrams
 from serving.settings import Settings
 from training.data import load_dataset
 from training.encoders import load_encoder
 from training.heads import Head
-from training.train import TrainConfig, Trained, build_model
+from training.train import TrainConfig, Trained, build_model, load_encoder_weights
 
 
 def encoder_name(config: dict[str, Any]) -> str:
@@ -60,7 +61,16 @@ def rebuild(
         progress=progress,
         risk_threshold=config["review"]["risk_threshold"],
         claim_type_threshold=config["review"]["claim_type_threshold"],
+        tier1_band=config["review"].get("tier1_band", 0.0),
+        char_ngrams="ngrams" in config,
+        ngram_weight=tr.get("ngram_weight") or settings.ngram_weight,
         extra={"rebuilt_from": config["version"]},
     )
-    trained = Trained(load_encoder(cfg.encoder), load_heads(folder, config), load_dataset(data, target))
+    encoder = load_encoder(cfg.encoder, cfg.cache_dir or settings.cache_dir)
+    finetuned = config["encoder"].get("finetuned")
+    if finetuned:
+        load_encoder_weights(encoder, folder / config["encoder"]["weights"])
+        encoder.id = config["encoder"]["id"]
+    ngrams = CharNgrams.load(folder, config["ngrams"]) if "ngrams" in config else None
+    trained = Trained(encoder, load_heads(folder, config), load_dataset(data, target), ngrams, finetuned)
     return build_model(trained, cfg)

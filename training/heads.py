@@ -8,10 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
+from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from training.metrics import THRESHOLD_GRID, threshold_for_recall
+
+# what a head reads: sentence embeddings, optionally with char n-gram TF-IDF columns (sparse)
+Features: TypeAlias = np.ndarray | sparse.csr_matrix
 
 _TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
 
@@ -27,7 +34,7 @@ class Head:
     # calibrated out-of-fold probabilities on the training rows (not saved), for choosing thresholds
     oof_proba: np.ndarray | None = field(default=None, repr=False)
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
+    def logits(self, x: Features) -> np.ndarray:
         return np.asarray(x @ self.weight + self.bias, dtype=np.float32)
 
 
@@ -58,14 +65,21 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 def fit_head(
     name: str,
-    x: np.ndarray,
+    x: Features,
     y: Sequence[str],
     label_order: Sequence[str] | None,
     c: float,
     class_weight: str | None,
     seed: int,
+    oof_logits: np.ndarray | None = None,
 ) -> Head:
-    """Fit a calibrated logistic-regression head. Labels keep `label_order` (those present in `y`)."""
+    """Fit a calibrated logistic-regression head. Labels keep `label_order` (those present in `y`).
+
+    The temperature (and the out-of-fold probabilities thresholds are chosen on) come from held-out
+    logits: `oof_logits` when the caller cross-fitted them (a fine-tuned encoder has seen every training
+    label, so only logits of encoders that never saw the fold are honest), else a 5-fold cross-validation
+    of the head itself on these features.
+    """
     y_arr = np.asarray(list(y))
     present = set(y_arr.tolist())
     labels = [lab for lab in label_order if lab in present] if label_order else sorted(present)
@@ -74,45 +88,59 @@ def fit_head(
     index = {lab: i for i, lab in enumerate(labels)}
     y_idx = np.array([index[v] for v in y_arr])
 
-    def make() -> LogisticRegression:
-        return LogisticRegression(C=c, class_weight=class_weight, max_iter=3000, random_state=seed)
-
-    model = make().fit(x, y_idx)
+    model = make_model(c, class_weight, seed).fit(x, y_idx)
     weight, bias = _linear(model)
     temperature, info, oof_proba = 1.0, {}, None
-    folds = min(5, int(np.bincount(y_idx).min()))
-    if folds >= 2:
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        oof = cross_val_predict(make(), x, y_idx, cv=cv, method="decision_function")
-        if oof.ndim == 1:
-            oof = np.stack([np.zeros_like(oof), oof], axis=1)
-        temperature = fit_temperature(oof, y_idx)
-        oof_proba = softmax(oof / temperature)
+    if oof_logits is None:
+        oof_logits = cross_fitted_logits(x, y_idx, c, class_weight, seed)
+    if oof_logits is not None:
+        temperature = fit_temperature(oof_logits, y_idx)
+        oof_proba = softmax(oof_logits / temperature)
         info = {
-            "cv_accuracy": float((oof.argmax(1) == y_idx).mean()),
-            "cv_nll_before": _nll(oof, y_idx),
-            "cv_nll_after": _nll(oof / temperature, y_idx),
+            "cv_accuracy": float((oof_logits.argmax(1) == y_idx).mean()),
+            "cv_nll_before": _nll(oof_logits, y_idx),
+            "cv_nll_after": _nll(oof_logits / temperature, y_idx),
         }
     return Head(name, labels, weight / temperature, bias / temperature, temperature, info, oof_proba)
 
 
-def choose_tier1_threshold(
-    head: Head,
-    y: Sequence[str],
-    target_precision: float,
-    grid: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8),
-) -> float:
-    """The lowest P(Tier 1) threshold whose out-of-fold Tier-1 precision reaches `target_precision`.
+def make_model(c: float, class_weight: str | None, seed: int) -> LogisticRegression:
+    return LogisticRegression(C=c, class_weight=class_weight, max_iter=3000, random_state=seed)
 
-    Routing a message to Tier 1 when P(claim_filed) + P(at_risk) >= threshold trades recall for precision
-    on training data only (out-of-fold), never on the test split. 0.5 (plain argmax) when unavailable.
-    """
+
+def cross_fitted_logits(
+    x: Features, y_idx: np.ndarray, c: float, class_weight: str | None, seed: int, folds: int = 5
+) -> np.ndarray | None:
+    """(n, k) logits of each row from a head that never saw it (None when a class has < 2 rows)."""
+    folds = min(folds, int(np.bincount(y_idx).min()))
+    if folds < 2:
+        return None
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    oof = cross_val_predict(make_model(c, class_weight, seed), x, y_idx, cv=cv, method="decision_function")
+    return as_logits(oof)
+
+
+def as_logits(decision: np.ndarray) -> np.ndarray:
+    """sklearn's decision function as (n, k) logits (binary: [0, z], so softmax gives sigmoid(z))."""
+    decision = np.asarray(decision, dtype=np.float64)
+    return np.stack([np.zeros_like(decision), decision], axis=1) if decision.ndim == 1 else decision
+
+
+def tier1_scores(head: Head) -> np.ndarray | None:
+    """Out-of-fold P(Tier 1) = 1 - P(routine) of a risk head, or None when it has none."""
     if head.oof_proba is None or "routine" not in head.labels:
+        return None
+    return np.asarray(1.0 - head.oof_proba[:, head.labels.index("routine")])
+
+
+def choose_tier1_threshold(head: Head, y: Sequence[str], recall_target: float) -> float:
+    """The P(Tier 1) threshold for routing: on the out-of-fold predictions of the training data (never the
+    test split), the highest threshold of a fine grid whose Tier-1 recall reaches `recall_target`, so the
+    best precision that recall allows. Missing a claim costs far more than an extra escalation.
+    0.5 (plain argmax) when the head has no out-of-fold predictions."""
+    scores = tier1_scores(head)
+    if scores is None:
         return 0.5
-    p_tier1 = 1.0 - head.oof_proba[:, head.labels.index("routine")]
     truth = np.array([v != "routine" for v in y])
-    for t in grid:
-        routed = p_tier1 >= t
-        if routed.any() and (routed & truth).sum() / routed.sum() >= target_precision:
-            return float(t)
-    return float(grid[-1])
+    found = threshold_for_recall(scores, truth, recall_target)
+    return found if found is not None else float(THRESHOLD_GRID[0])

@@ -1,4 +1,9 @@
-"""Evaluation metrics: pure functions of labels and predictions."""
+"""Evaluation metrics: pure functions of labels and predictions.
+
+A triage report answers, overall and per language, per length bucket and per slice: how many Tier-1
+messages are caught (recall), how many escalations are real (precision, raw and at a stated real-world
+Tier-1 share), and how well the claim type is named.
+"""
 
 from __future__ import annotations
 
@@ -14,23 +19,53 @@ from serving.prediction import Prediction
 
 TRIAGE_KEYS = (
     "n",
+    "tier1_n",
     "risk_macro_f1",
     "claim_type_macro_f1",
     "tier1_recall",
     "tier1_precision",
+    "tier1_precision_at_prevalence",
     "claim_filed_recall",
     "risk_accuracy",
     "needs_review_rate",
 )
+# (name, shortest, longest) in characters: the buckets every report and the gate split by
+LENGTH_BUCKETS: tuple[tuple[str, int, float], ...] = (("<80", 0, 79), ("80-200", 80, 200), (">200", 201, np.inf))
+RECALL_POINTS = (0.90, 0.95, 0.97)
+DEFAULT_PREVALENCE = 0.10
 
 
-def _ratio(num: int, den: int) -> float | None:
+def _ratio(num: float, den: float) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def triage_metrics(risk_true: Sequence[str], claim_true: Sequence[str], preds: Sequence[Prediction]) -> dict[str, Any]:
+def length_bucket(text: str) -> str:
+    n = len(text)
+    return next(name for name, lo, hi in LENGTH_BUCKETS if lo <= n <= hi)
+
+
+def precision_at_prevalence(recall: float | None, fpr: float | None, prevalence: float) -> float | None:
+    """The Tier-1 precision the same error rates give when `prevalence` of the traffic is Tier 1:
+    pi*R / (pi*R + (1 - pi)*FPR). A test set with half its messages in Tier 1 flatters raw precision."""
+    if recall is None or fpr is None:
+        return None
+    caught, false = prevalence * recall, (1 - prevalence) * fpr
+    return _ratio(caught, caught + false)
+
+
+def tier1_score(pred: Prediction) -> float:
+    """P(Tier 1) = P(claim_filed) + P(at_risk) = 1 - P(routine): what the routing threshold cuts."""
+    return 1.0 - pred.risk_scores.get("routine", 0.0) if pred.risk_scores else float(pred.tier == 1)
+
+
+def triage_metrics(
+    risk_true: Sequence[str],
+    claim_true: Sequence[str],
+    preds: Sequence[Prediction],
+    prevalence: float = DEFAULT_PREVALENCE,
+) -> dict[str, Any]:
     """Risk / claim-type macro-F1 (over the labels present in truth or prediction), Tier-1 recall and
-    precision, claim_filed recall."""
+    precision (raw and at `prevalence`), claim_filed recall, needs_review rate."""
     rt, ct = list(risk_true), list(claim_true)
     rp, cp = [p.risk for p in preds], [p.claim_type for p in preds]
     t1_true = np.array([r in TIER1_RISKS for r in rt], dtype=bool)
@@ -38,31 +73,117 @@ def triage_metrics(risk_true: Sequence[str], claim_true: Sequence[str], preds: S
     filed = np.array([r == "claim_filed" for r in rt], dtype=bool)
     filed_pred = np.array([r == "claim_filed" for r in rp], dtype=bool)
     n = len(rt)
+    recall = _ratio(int((t1_true & t1_pred).sum()), int(t1_true.sum()))
+    fpr = _ratio(int((~t1_true & t1_pred).sum()), int((~t1_true).sum()))
     return {
         "n": n,
+        "tier1_n": int(t1_true.sum()),
         "risk_macro_f1": round(float(f1_score(rt, rp, average="macro", zero_division=0)), 4) if n else None,
         "claim_type_macro_f1": round(float(f1_score(ct, cp, average="macro", zero_division=0)), 4) if n else None,
-        "tier1_recall": _ratio(int((t1_true & t1_pred).sum()), int(t1_true.sum())),
+        "tier1_recall": recall,
         "tier1_precision": _ratio(int((t1_true & t1_pred).sum()), int(t1_pred.sum())),
+        "tier1_precision_at_prevalence": precision_at_prevalence(recall, fpr, prevalence),
         "claim_filed_recall": _ratio(int((filed & filed_pred).sum()), int(filed.sum())),
         "risk_accuracy": round(float(accuracy_score(rt, rp)), 4) if n else None,
         "needs_review_rate": _ratio(sum(p.needs_review for p in preds), n),
     }
 
 
-def triage_report(df: pd.DataFrame, preds: Sequence[Prediction]) -> dict[str, Any]:
-    """Overall metrics plus `per_language` (fr, it, en) for one predictor on a labeled frame."""
-    report = triage_metrics(df["risk"], df["claim_type"], preds)
+def _groups(
+    df: pd.DataFrame, preds: Sequence[Prediction], keys: np.ndarray, names: Sequence[str], prevalence: float
+) -> dict[str, dict[str, Any]]:
+    return {
+        name: triage_metrics(
+            df["risk"][keys == name],
+            df["claim_type"][keys == name],
+            [p for p, k in zip(preds, keys, strict=True) if k == name],
+            prevalence,
+        )
+        for name in names
+        if (keys == name).any()
+    }
+
+
+def triage_report(
+    df: pd.DataFrame, preds: Sequence[Prediction], prevalence: float = DEFAULT_PREVALENCE
+) -> dict[str, Any]:
+    """Overall metrics plus `per_language` (fr, it, en), `per_length` (LENGTH_BUCKETS) and, when the frame
+    has a filled `slice` column, `per_slice`, for one predictor on a labeled frame."""
+    report = triage_metrics(df["risk"], df["claim_type"], preds, prevalence)
+    report["prevalence"] = prevalence
     langs = df["language"].to_numpy()
     report["per_language"] = {
         lang: triage_metrics(
             df["risk"][langs == lang],
             df["claim_type"][langs == lang],
             [p for p, lg in zip(preds, langs, strict=True) if lg == lang],
+            prevalence,
         )
         for lang in LANGUAGES
     }
+    buckets = np.array([length_bucket(t) for t in df["text"]])
+    report["per_length"] = _groups(df, preds, buckets, [b for b, _, _ in LENGTH_BUCKETS], prevalence)
+    report["per_language_length"] = {
+        lang: _groups(
+            df[langs == lang],
+            [p for p, lg in zip(preds, langs, strict=True) if lg == lang],
+            buckets[langs == lang],
+            [b for b, _, _ in LENGTH_BUCKETS],
+            prevalence,
+        )
+        for lang in LANGUAGES
+        if (langs == lang).any()
+    }
+    if "slice" in df and (df["slice"].fillna("") != "").all():
+        slices = df["slice"].to_numpy()
+        report["per_slice"] = _groups(df, preds, slices, sorted(set(slices)), prevalence)
     return report
+
+
+def operating_points(
+    scores: np.ndarray,
+    truth: np.ndarray,
+    languages: Sequence[str] | None = None,
+    recalls: Sequence[float] = RECALL_POINTS,
+) -> dict[str, dict[str, dict[str, float | None]]]:
+    """For each recall target, the highest threshold on `scores` (P(Tier 1)) that reaches it and the
+    precision there: overall (`all`) and per language. What the helpdesk trades: each point of recall
+    costs this much precision."""
+    scores, truth = np.asarray(scores, dtype=float), np.asarray(truth, dtype=bool)
+    groups = {"all": np.ones(len(scores), dtype=bool)}
+    if languages is not None:
+        langs = np.asarray(languages)
+        groups |= {lang: langs == lang for lang in LANGUAGES if (langs == lang).any()}
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name, mask in groups.items():
+        s, t = scores[mask], truth[mask]
+        out[name] = {}
+        for target in recalls:
+            th = threshold_for_recall(s, t, target)
+            routed = s >= th if th is not None else np.zeros(len(s), dtype=bool)
+            out[name][f"{target:.2f}"] = {
+                "threshold": th,
+                "precision": _ratio(int((routed & t).sum()), int(routed.sum())),
+                "recall": _ratio(int((routed & t).sum()), int(t.sum())),
+            }
+    return out
+
+
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(float(x), 3) for x in np.arange(0.01, 0.991, 0.005))
+
+
+def threshold_for_recall(
+    scores: np.ndarray, truth: np.ndarray, target: float, grid: Sequence[float] = THRESHOLD_GRID
+) -> float | None:
+    """The highest threshold of `grid` at which `scores >= threshold` still finds `target` of the true
+    Tier-1 messages (so the best precision that recall allows); None when no threshold of the grid does."""
+    if not truth.any():
+        return None
+    best = None
+    for th in grid:
+        if (scores[truth] >= th).mean() >= target:
+            best = float(th)
+    return best
 
 
 def target_metrics(y_true: Sequence[str], y_pred: Sequence[str]) -> dict[str, Any]:
@@ -77,15 +198,8 @@ def confusion(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str
     return np.asarray(confusion_matrix(list(y_true), list(y_pred), labels=list(labels)))
 
 
-GATE_KEYS = ("risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision")
-
-
-def max_language_gap(a: dict[str, Any], b: dict[str, Any], keys: Sequence[str] = GATE_KEYS) -> float:
-    """Largest drop from report `a` to report `b` over languages and keys, in points (0-100)."""
-    gaps = [0.0]
-    for lang in LANGUAGES:
-        for k in keys:
-            va, vb = a["per_language"][lang].get(k), b["per_language"][lang].get(k)
-            if va is not None and vb is not None:
-                gaps.append((va - vb) * 100)
-    return round(max(gaps), 2)
+def tier_flip_rate(a: Sequence[Prediction], b: Sequence[Prediction]) -> float:
+    """Share of messages whose tier differs between two predictors (the int8 graph against fp32)."""
+    if not a:
+        return 0.0
+    return round(sum(x.tier != y.tier for x, y in zip(a, b, strict=True)) / len(a), 5)

@@ -15,6 +15,7 @@ import torch
 from serving.errors import TriageError
 from serving.model import ModelBundle
 from training.encoders import Encoder
+from training.features import split_weights
 from training.heads import Head
 
 OPSET = 17
@@ -45,37 +46,70 @@ class ExportError(TriageError):
 
 
 class _ExportGraph(torch.nn.Module):
-    def __init__(self, encoder_graph: torch.nn.Module, heads: Sequence[Head]) -> None:
+    """Encoder + linear heads; with n-grams, each head also sums its rows for the message's n-grams:
+    logits = embedding @ W + sum_k weight_k * W_ngram[id_k] + b."""
+
+    def __init__(
+        self, encoder_graph: torch.nn.Module, heads: Sequence[Head], dim: int, ngram_scale: float | None
+    ) -> None:
         super().__init__()
         self.encoder = encoder_graph
-        self.weights = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.from_numpy(h.weight.astype(np.float32)), False) for h in heads]
-        )
-        self.biases = torch.nn.ParameterList(
-            [torch.nn.Parameter(torch.from_numpy(h.bias.astype(np.float32)), False) for h in heads]
-        )
+        self.with_ngrams = ngram_scale is not None
+        parts = [split_weights(h.weight, dim, ngram_scale or 1.0) for h in heads]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        def param(a: np.ndarray) -> torch.nn.Parameter:
+            return torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), False)
+
+        self.weights = torch.nn.ParameterList([param(w) for w, _ in parts])
+        self.biases = torch.nn.ParameterList([param(h.bias) for h in heads])
+        if self.with_ngrams:
+            if any(n is None for _, n in parts):
+                raise ExportError("n-gram features are configured but a head has no n-gram weights")
+            self.ngram_weights = torch.nn.ParameterList([param(n) for _, n in parts if n is not None])
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        ngram_ids: torch.Tensor | None = None,
+        ngram_weights: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
         emb = self.encoder(input_ids, attention_mask)
-        probs = [torch.softmax(emb @ w + b, dim=-1) for w, b in zip(self.weights, self.biases, strict=True)]
-        return (emb, *probs)
+        logits = [emb @ w + b for w, b in zip(self.weights, self.biases, strict=True)]
+        if self.with_ngrams and ngram_ids is not None and ngram_weights is not None:
+            logits = [
+                z + (wn[ngram_ids] * ngram_weights.unsqueeze(-1)).sum(dim=1)
+                for z, wn in zip(logits, self.ngram_weights, strict=True)
+            ]
+        return (emb, *[torch.softmax(z, dim=-1) for z in logits])
 
 
-def export_onnx(encoder: Encoder, heads: Sequence[Head], path: Path) -> None:
-    """Write encoder + heads as one ONNX graph: (input_ids, attention_mask) -> embedding, probs_<head>..."""
-    graph = _ExportGraph(encoder.graph(), heads).eval()
+def export_onnx(encoder: Encoder, heads: Sequence[Head], path: Path, ngram_scale: float | None = None) -> None:
+    """Write encoder + heads as one ONNX graph: (input_ids, attention_mask[, ngram_ids, ngram_weights]) ->
+    embedding, probs_<head>...; `ngram_scale` (the n-gram block's weight in training) when the heads read
+    char n-grams too."""
+    graph = _ExportGraph(encoder.graph(), heads, encoder.dim, ngram_scale).eval()
     ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]], dtype=torch.int64)
     mask = (ids != 0).to(torch.int64)
+    inputs: tuple[torch.Tensor, ...] = (ids, mask)
+    names = ["input_ids", "attention_mask"]
     outputs = ["embedding"] + [f"probs_{h.name}" for h in heads]
     axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}}
+    if ngram_scale is not None:
+        inputs += (
+            torch.tensor([[3, 1, 2], [4, 0, 0]], dtype=torch.int64),
+            torch.tensor([[0.5, 0.5, 0.7], [1.0, 0.0, 0.0]], dtype=torch.float32),
+        )
+        names += ["ngram_ids", "ngram_weights"]
+        axes |= {"ngram_ids": {0: "batch", 1: "grams"}, "ngram_weights": {0: "batch", 1: "grams"}}
     axes |= {name: {0: "batch"} for name in outputs}
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             graph,
-            (ids, mask),
+            inputs,
             str(path),
-            input_names=["input_ids", "attention_mask"],
+            input_names=names,
             output_names=outputs,
             dynamic_axes=axes,
             opset_version=OPSET,

