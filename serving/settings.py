@@ -32,7 +32,12 @@ class Settings(BaseSettings):
         "sentence-transformers model name or folder.",
     )
     seed: int = 13
-    head_c: float = Field(default=10.0, gt=0, description="inverse L2 strength of the logistic-regression heads")
+    head_c: float = Field(
+        default=1.0,
+        gt=0,
+        description="inverse L2 strength of the logistic-regression heads (chosen by cross-"
+        "validation and the real messages: benchmarks/quality.py)",
+    )
     tier1_recall: float = Field(
         default=0.95,
         gt=0,

@@ -25,6 +25,7 @@ TRIAGE_KEYS = (
     "tier1_recall",
     "tier1_precision",
     "tier1_precision_at_prevalence",
+    "tier1_routed",
     "claim_filed_recall",
     "risk_accuracy",
     "needs_review_rate",
@@ -83,6 +84,7 @@ def triage_metrics(
         "tier1_recall": recall,
         "tier1_precision": _ratio(int((t1_true & t1_pred).sum()), int(t1_pred.sum())),
         "tier1_precision_at_prevalence": precision_at_prevalence(recall, fpr, prevalence),
+        "tier1_routed": _ratio(int(t1_pred.sum()), n),  # share sent to Tier 1 (for routine slices: false alarms)
         "claim_filed_recall": _ratio(int((filed & filed_pred).sum()), int(filed.sum())),
         "risk_accuracy": round(float(accuracy_score(rt, rp)), 4) if n else None,
         "needs_review_rate": _ratio(sum(p.needs_review for p in preds), n),

@@ -16,7 +16,7 @@ ROWS = (
     "claim_type_macro_f1",
     "claim_filed_recall",
 )
-GROUP_ROWS = ("n", "tier1_n", "tier1_recall", "tier1_precision", "claim_type_macro_f1")
+GROUP_ROWS = ("n", "tier1_n", "tier1_recall", "tier1_precision", "tier1_routed", "claim_type_macro_f1")
 
 
 def metrics_table(model: dict[str, Any], keywords: dict[str, Any] | None) -> str:
@@ -153,7 +153,8 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
         if report.get("per_slice"):
             lines += ["Per slice:", "", group_table(report["per_slice"], "slice"), ""]
         lines += [
-            "![per language](per_language.png) ![risk](confusion_risk.png) ![claim type](confusion_claim_type.png)",
+            "![per language](per_language.png) ![per length](per_length.png) ![per slice](per_slice.png) "
+            "![risk](confusion_risk.png) ![claim type](confusion_claim_type.png)",
             "",
         ]
     elif test:

