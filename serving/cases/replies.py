@@ -205,19 +205,28 @@ def _fields_of(template: str) -> Iterator[tuple[str, str | None, str | None]]:
             yield name, spec, conversion
 
 
+def _parses(line: str) -> bool:
+    try:
+        list(_fields_of(line))
+    except ValueError:
+        return False
+    return True
+
+
 def _placeholders(node: yaml.Node, what: str, template: str, problems: _Problems) -> set[str]:
     """The placeholders of a template; unknown, positional or formatted ones are problems, on their own line."""
 
     def line_of(needle: str) -> int:
         start = node.start_mark.line + 1
-        if getattr(node, "style", None) == "|":  # a literal block: its lines are the file's, from the next one
+        if needle and getattr(node, "style", None) == "|":  # a literal block: its lines are the file's
             return start + 1 + template[: max(template.find(needle), 0)].count("\n")
         return start
 
     try:
         fields = list(_fields_of(template))
     except ValueError as err:
-        problems.add(node, f"{what}: {err} (write a literal brace as {{{{ or }}}})")
+        bad_line = next((line for line in template.splitlines() if not _parses(line)), "")
+        problems.add(line_of(bad_line), f"{what}: {err} (write a literal brace as {{{{ or }}}})")
         return set()
     known = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
     found: set[str] = set()

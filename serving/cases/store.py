@@ -49,6 +49,7 @@ from serving.cases.schemas import (
     SuggestedReply,
 )
 from serving.labels import CRISIS_TAG, QUEUES
+from serving.masking import mask_url
 from serving.predlog import PredictionLog, PredictionLogError, UTCDateTime, _reason, metadata
 from serving.schemas import ClassifyRequest, ClassifyResponse
 from serving.service import sla_due
@@ -198,6 +199,52 @@ def _event(row: sa.RowMapping) -> CaseEvent:
     )
 
 
+def read_case(plog: PredictionLog, case_id: int) -> CaseResponse:
+    """A case with every message (time, prediction, model version, routing, agents' feedback) and every
+    event, from the prediction log's database; raises CaseNotFound."""
+    try:
+        with plog.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("cases"):
+                raise CaseNotFound(f"{mask_url(plog.url)} holds no cases (is it the service's database?)")
+            row = conn.execute(sa.select(cases).where(cases.c.id == case_id)).mappings().first()
+            if row is None:
+                raise CaseNotFound(f"unknown case {case_id} (GET /cases lists the cases)")
+            links = conn.execute(sa.select(case_messages).where(case_messages.c.case_id == case_id)).mappings().all()
+            events = conn.execute(
+                sa.select(case_events).where(case_events.c.case_id == case_id).order_by(case_events.c.id)
+            ).mappings()
+            trail_events = [_event(e) for e in events]
+        logged = {p.request_id: p for p in plog.list_predictions(request_ids=[x["request_id"] for x in links])}
+        feedback = {rid: plog.feedback_for(rid) for rid in logged}
+    except SQLAlchemyError as err:
+        raise PredictionLogError(f"could not read case {case_id}: {_reason(err)}") from err
+    messages = []
+    for link in sorted(links, key=lambda x: (x["at"], logged[x["request_id"]].created_at)):
+        p = logged[link["request_id"]]
+        messages.append(
+            CaseMessage(
+                request_id=p.request_id,
+                received_at=p.received_at,
+                at=link["at"],
+                recorded_at=p.created_at,
+                text=p.text,
+                risk=p.risk,
+                claim_type=p.claim_type,
+                needs_review=p.needs_review,
+                language=p.language,
+                model_version=p.model_version,
+                tier=link["tier"],
+                routing_reason=link["routing_reason"],
+                flags=list(link["flags"]),
+                feedback=[
+                    CaseFeedback(risk=f.risk, claim_type=f.claim_type, agent=f.agent, created_at=f.created_at)
+                    for f in feedback[p.request_id]
+                ],
+            )
+        )
+    return CaseResponse(**_row_summary(row).model_dump(), messages=messages, events=trail_events)
+
+
 @dataclass(frozen=True)
 class _Attached:
     case_id: int
@@ -313,7 +360,7 @@ class CaseBook:
         """One read-modify-write of the message's case (created if new) and the message's link to it."""
         channel, order_id = key
         where = {"channel": channel, "order_id": order_id}
-        row = conn.execute(self._select_case, where).mappings().first()
+        row = self._find_case(conn, where)
         step: Step | None = None
         case_id = 0
         if row is None:
@@ -323,8 +370,10 @@ class CaseBook:
                 with conn.begin_nested():  # a concurrent request may create the same case first
                     result = conn.execute(self._insert_case, {**where, **values, "opened_at": now, "buyer_key": bkey})
                     case_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            except IntegrityError:
-                row = conn.execute(self._select_case, where).mappings().one()
+            except IntegrityError:  # it exists now: update it instead
+                row = self._find_case(conn, where)
+                if row is None:
+                    raise
         if row is not None:
             step = add_message(_state(row), res.risk, res.claim_type, req.received_at, now, self.clocks)
             case_id = int(row["id"])
@@ -348,6 +397,10 @@ class CaseBook:
                 {"case_id": case_id, "kind": "reopened", "at": now, "recorded_at": now, "request_id": res.request_id},
             )
         return _Attached(case_id, channel, order_id, step)
+
+    def _find_case(self, conn: sa.Connection, where: dict[str, str]) -> sa.RowMapping | None:
+        """The case of (channel, order_id), locked for the rest of the transaction where the database can."""
+        return conn.execute(self._select_case, where).mappings().first()
 
     def _buyer_history(self, conn: sa.Connection, bkey: str, case_id: int | None) -> BuyerHistory:
         """The buyer's cases opened before `case_id` (all of them without a case)."""
@@ -383,42 +436,7 @@ class CaseBook:
         return CaseList(cases=[_row_summary(r) for r in rows], total=int(total), limit=limit, offset=offset)
 
     def case(self, case_id: int) -> CaseResponse:
-        """A case with every message (time, prediction, model version, feedback, routing) and every event."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(cases).where(cases.c.id == case_id)).mappings().first()
-            if row is None:
-                raise CaseNotFound(f"unknown case {case_id}: GET /cases lists the cases")
-            links = conn.execute(sa.select(case_messages).where(case_messages.c.case_id == case_id)).mappings().all()
-            events = conn.execute(
-                sa.select(case_events).where(case_events.c.case_id == case_id).order_by(case_events.c.id)
-            ).mappings()
-            trail_events = [_event(e) for e in events]
-        logged = {p.request_id: p for p in self.plog.list_predictions(request_ids=[x["request_id"] for x in links])}
-        messages = []
-        for link in sorted(links, key=lambda x: (x["at"], logged[x["request_id"]].created_at)):
-            p = logged[link["request_id"]]
-            messages.append(
-                CaseMessage(
-                    request_id=p.request_id,
-                    received_at=p.received_at,
-                    at=link["at"],
-                    recorded_at=p.created_at,
-                    text=p.text,
-                    risk=p.risk,
-                    claim_type=p.claim_type,
-                    needs_review=p.needs_review,
-                    language=p.language,
-                    model_version=p.model_version,
-                    tier=link["tier"],
-                    routing_reason=link["routing_reason"],
-                    flags=list(link["flags"]),
-                    feedback=[
-                        CaseFeedback(risk=f.risk, claim_type=f.claim_type, agent=f.agent, created_at=f.created_at)
-                        for f in self.plog.feedback_for(p.request_id)
-                    ],
-                )
-            )
-        return CaseResponse(**_row_summary(row).model_dump(), messages=messages, events=trail_events)
+        return read_case(self.plog, case_id)
 
     # -- agent events -------------------------------------------------------------------------------
     def add_event(self, case_id: int, req: CaseEventRequest, now: datetime) -> CaseEvent:
