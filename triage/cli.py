@@ -135,6 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from serving.cases.replies import load_catalogue
     from serving.model import Classifier
     from serving.schemas import ClassifyRequest
     from serving.service import TriageService
@@ -148,8 +149,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
         reqs = [ClassifyRequest(text=t, channel=args.channel, order_id=args.order_id) for t in texts]
     except ValueError as err:
         raise UsageError(str(err)) from err
+    replies = load_catalogue(s.replies_file)
     svc = TriageService(Classifier.load(folder, variant=args.variant, threads=s.threads), source=str(folder))
     for res in svc.classify(reqs):
+        # one message at a time, no case: the answer of /classify without order_id (plus the vetted reply)
+        res = res.model_copy(update={"suggested_reply": replies.suggest(res.risk, res.claim_type, res.language)})
         print(res.model_dump_json(indent=None if len(reqs) > 1 else 2))
     return 0
 

@@ -38,6 +38,7 @@ from typing import Final, Literal, get_args
 
 import yaml
 
+from serving.cases.schemas import SuggestedReply
 from serving.errors import TriageError
 from serving.files import sha256_file
 from serving.labels import CLAIM_TYPES, LANGUAGES, RISKS, ClaimType, Language, Risk, consistent
@@ -116,6 +117,11 @@ class ReplyCatalogue:
         if not consistent(risk, claim_type):  # a caller's bug, not a user's: the guide's rule
             raise ValueError(f"inconsistent labels {risk!r} / {claim_type!r}")
         return self._index[(risk, claim_type, lang)]
+
+    def suggest(self, risk: Risk, claim_type: ClaimType, language: Language) -> SuggestedReply:
+        """`choose`, as /classify's `suggested_reply`."""
+        reply = self.choose(risk, claim_type, language)
+        return SuggestedReply(id=reply.id, language=reply.language, title=reply.title)
 
     def get(self, reply_id: str) -> Reply:
         try:

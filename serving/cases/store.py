@@ -46,7 +46,6 @@ from serving.cases.schemas import (
     CaseMessage,
     CaseResponse,
     CaseSummary,
-    SuggestedReply,
 )
 from serving.labels import CRISIS_TAG, QUEUES
 from serving.masking import mask_url
@@ -343,8 +342,7 @@ class CaseBook:
             update["buyer"] = buyer
             if buyer.repeat_claimant:
                 tags.append(REPEAT_CLAIMANT_TAG)
-        reply = self.catalogue.choose(reply_risk, reply_claim_type, res.language)
-        update["suggested_reply"] = SuggestedReply(id=reply.id, language=reply.language, title=reply.title)
+        update["suggested_reply"] = self.catalogue.suggest(reply_risk, reply_claim_type, res.language)
         update["tags"] = tags
         return res.model_copy(update=update)
 
