@@ -12,7 +12,7 @@ inserted: one indexed read of the case, one insert or update, one insert of the 
 committed with the predictions or not at all. On SQLite the predictions' insert already holds the write
 lock, so concurrent requests for the same order queue up; on other databases the case row is read `FOR
 UPDATE`, and two requests creating the same new case meet at the unique (channel, order_id) constraint:
-the loser rolls back to a savepoint and updates the winner's case.
+the loser rolls back to a savepoint and updates the winner's case (`CaseBook.race_possible`).
 """
 
 from __future__ import annotations
@@ -80,18 +80,25 @@ cases = sa.Table(
     sa.Column("last_event_at", UTCDateTime),
     sa.UniqueConstraint("channel", "order_id", name="uq_cases_channel_order"),
     sa.Index("ix_cases_queue", "status", "tier", "next_deadline"),
-    sa.Index("ix_cases_buyer", "buyer_key"),
+    sa.Index(  # only cases with a buyer
+        "ix_cases_buyer",
+        "buyer_key",
+        sqlite_where=sa.text("buyer_key IS NOT NULL"),
+        postgresql_where=sa.text("buyer_key IS NOT NULL"),
+    ),
 )
 
 case_messages = sa.Table(
     "case_messages",
     metadata,
+    # keyed by case first, without a rowid on SQLite: a case's messages sit together, one B-tree to write
+    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), primary_key=True),
     sa.Column("request_id", sa.String(64), sa.ForeignKey("predictions.request_id"), primary_key=True),
-    sa.Column("case_id", sa.Integer, sa.ForeignKey("cases.id"), nullable=False, index=True),
     sa.Column("at", UTCDateTime, nullable=False),  # the time the case's clocks use for it
     sa.Column("tier", sa.SmallInteger, nullable=False),  # the tier it was routed to
     sa.Column("routing_reason", sa.String(32), nullable=False),
     sa.Column("flags", sa.JSON, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 case_events = sa.Table(
@@ -135,6 +142,26 @@ def _state(row: sa.RowMapping) -> CaseState:
         resolved_at=row["resolved_at"],
         last_event_at=row["last_event_at"],
     )
+
+
+# what the hot path reads of a case: its state, its stored deadlines, its id and buyer
+_ROUTING_COLUMNS = (
+    "id",
+    "status",
+    "message_count",
+    "first_contact_at",
+    "last_message_at",
+    "highest_risk",
+    "first_tier1_at",
+    "claim_filed_at",
+    "claim_types",
+    "flags",
+    "resolved_at",
+    "last_event_at",
+    "prevention_deadline",
+    "response_deadline",
+    "buyer_key",
+)
 
 
 def _columns(state: CaseState, deadlines: Deadlines) -> dict[str, Any]:
@@ -269,9 +296,13 @@ class CaseBook:
         self.catalogue = catalogue
         self.buyer_salt = buyer_salt
         self.repeat_claimant_claims = repeat_claimant_claims
+        # Can another transaction create a case between our read and our insert? Not on SQLite: the
+        # predictions' insert before us already holds the database's only write lock, so the savepoint
+        # that catches that race elsewhere would be pure cost on the hot path.
+        self.race_possible = self.engine.dialect.name != "sqlite"
         # built once: the hot path reuses them
         self._select_case = (
-            sa.select(cases)
+            sa.select(*(cases.c[name] for name in _ROUTING_COLUMNS))
             .where(cases.c.channel == sa.bindparam("channel"), cases.c.order_id == sa.bindparam("order_id"))
             .with_for_update()
         )
@@ -364,19 +395,27 @@ class CaseBook:
         if row is None:
             step = add_message(None, res.risk, res.claim_type, req.received_at, now, self.clocks)
             values = _columns(step.state, step.state.deadlines(self.clocks))
-            try:
-                with conn.begin_nested():  # a concurrent request may create the same case first
-                    result = conn.execute(self._insert_case, {**where, **values, "opened_at": now, "buyer_key": bkey})
-                    case_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            except IntegrityError:  # it exists now: update it instead
-                row = self._find_case(conn, where)
-                if row is None:
-                    raise
+            new = {**where, **values, "opened_at": now, "buyer_key": bkey}
+            if not self.race_possible:
+                case_id = int(conn.execute(self._insert_case, new).inserted_primary_key[0])  # type: ignore[index]
+            else:
+                try:
+                    with conn.begin_nested():  # a concurrent request may create the same case first
+                        case_id = int(conn.execute(self._insert_case, new).inserted_primary_key[0])  # type: ignore[index]
+                except IntegrityError:  # it exists now: update it instead
+                    row = self._find_case(conn, where)
+                    if row is None:
+                        raise
         if row is not None:
-            step = add_message(_state(row), res.risk, res.claim_type, req.received_at, now, self.clocks)
+            before = _state(row)
+            step = add_message(before, res.risk, res.claim_type, req.received_at, now, self.clocks)
             case_id = int(row["id"])
+            stored = _columns(before, Deadlines(row["prevention_deadline"], row["response_deadline"]))
             values = _columns(step.state, step.state.deadlines(self.clocks))
-            conn.execute(self._update_case, {**values, "case_id": case_id, "buyer_key": row["buyer_key"] or bkey})
+            changed = {k: v for k, v in values.items() if v != stored[k]}  # usually the count and the time
+            if bkey is not None and row["buyer_key"] is None:
+                changed["buyer_key"] = bkey
+            conn.execute(self._update_case, {**changed, "case_id": case_id})
         assert step is not None
         conn.execute(
             self._insert_link,
