@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from benchmarks.predlog import TEXT, response
 from benchmarks.stats import percentile
@@ -56,8 +57,10 @@ class CaseBench:
 
     def __init__(self, folder: Path, existing: int) -> None:
         self.plog = PredictionLog.open(f"sqlite:///{folder / 'cases-bench.db'}")
-        settings = Settings(_env_file=None, database_url=self.plog.url)  # type: ignore[call-arg]
-        self.book = CaseBook.open(self.plog, settings, load_catalogue(), b"bench-salt")
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, database_url=self.plog.url, buyer_salt=SecretStr("bench-salt")
+        )
+        self.book = CaseBook.open(self.plog, settings, load_catalogue())
         self.counter = 0
         self.existing = existing
         self.buyers = max(1, existing // 3)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from serving import __version__
+from serving.cases.buyers import BuyerSaltError
 from serving.cases.store import CaseBook
 from serving.clock import Clock, system_clock
 from serving.feedback import is_misroute, resolve_feedback
@@ -121,6 +122,9 @@ async def classify_many(
             status_code=503,
             detail="the prediction log could not record this classification, so no answer is returned; retry shortly",
         ) from err
+    except BuyerSaltError as err:
+        log.error("%s", err)
+        raise HTTPException(status_code=503, detail=f"buyer ids cannot be hashed, nothing was recorded: {err}") from err
 
 
 # -- routes -----------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import SecretStr
+
 from serving.cases.replies import load_catalogue
 from serving.cases.schemas import CaseEvent, CaseEventRequest
 from serving.cases.store import CaseBook
@@ -67,6 +69,6 @@ class Desk:
 
 
 def open_desk(url: str, clock: FrozenClock, **settings: Any) -> Desk:
-    s = Settings(_env_file=None, database_url=url, **settings)  # type: ignore[call-arg]
+    s = Settings(_env_file=None, database_url=url, buyer_salt=SecretStr(SALT.decode()), **settings)  # type: ignore[call-arg]
     plog = PredictionLog.open(url)
-    return Desk(plog, CaseBook.open(plog, s, load_catalogue(), SALT), clock)
+    return Desk(plog, CaseBook.open(plog, s, load_catalogue()), clock)

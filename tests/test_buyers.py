@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from serving.cases.buyers import BuyerSaltError, buyer_key, load_buyer_salt
+from serving.cases.buyers import BuyerKeys, BuyerSaltError, buyer_key, load_buyer_salt
 from serving.settings import Settings
 
 
@@ -51,3 +51,15 @@ def test_an_empty_salt_file_is_refused(tmp_path: Path) -> None:
     s.buyer_salt_file.write_text("\n")
     with pytest.raises(BuyerSaltError, match="is empty"):
         load_buyer_salt(s)
+
+
+def test_a_salt_file_is_written_only_when_the_first_buyer_id_arrives(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    keys = BuyerKeys(s)
+    assert not s.buyer_salt_file.exists()  # a service that never sees a buyer id writes no secret
+    first = keys.key("A3KX9QZ0PLM7TW")
+    assert s.buyer_salt_file.is_file()
+    assert BuyerKeys(s).key("a3kx9qz0plm7tw") == first  # the next start reads the same salt
+    s.buyer_salt_file.write_text("")
+    with pytest.raises(BuyerSaltError, match="is empty"):
+        BuyerKeys(s)  # an existing salt is checked at start

@@ -75,6 +75,8 @@ def test_the_default_catalogue_answers_every_risk_claim_type_and_language() -> N
     assert cat.choose("routine", "none", "en").id == "ack.routine.en"
     # a language the model is not built for gets the fallback's reply
     assert cat.choose("at_risk", "not_received", "other").id == "not_received.en"
+    assert cat.chosen_for["not_received.fr"] == [("at_risk", "not_received")]  # claim_filed.fr answers filed claims
+    assert len(cat.chosen_for["claim_filed.it"]) == 6
 
 
 def test_the_default_replies_never_ask_to_withdraw_a_claim_or_for_feedback() -> None:

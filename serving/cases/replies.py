@@ -107,6 +107,10 @@ class ReplyCatalogue:
         self.fallback_language = fallback_language
         self.buyer_name = buyer_name
         self._index = index
+        # what /classify suggests each reply for: (risk, claim type) pairs, in the reply's language
+        self.chosen_for: dict[str, list[tuple[Risk, ClaimType]]] = {r.id: [] for r in replies}
+        for (risk, claim_type, _), reply in index.items():
+            self.chosen_for[reply.id].append((risk, claim_type))
 
     def choose(self, risk: Risk, claim_type: ClaimType, language: Language) -> Reply:
         """The reply for a message of this risk, claim type and language (other languages: the fallback).

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from serving.cases.policy import CaseConflict, CaseNotFound, CaseStatus, InvalidCaseEvent
-from serving.cases.replies import MissingPlaceholder, Reply, UnknownReply
+from serving.cases.replies import MissingPlaceholder, Reply, ReplyCatalogue, UnknownReply
 from serving.cases.schemas import CaseEvent, CaseEventRequest, CaseList, CaseResponse, ReplyList, ReplyResponse
 from serving.predlog import PredictionLogError
 from serving.routes import AppClock, Cases
@@ -77,15 +77,18 @@ def post_event(case_id: CaseId, req: CaseEventRequest, book: Cases, clock: AppCl
         raise HTTPException(status_code=503, detail="the event could not be recorded; retry shortly") from err
 
 
-def reply_response(reply: Reply, sha256: str, text: str | None = None, title: str | None = None) -> ReplyResponse:
+def reply_response(
+    cat: ReplyCatalogue, reply: Reply, text: str | None = None, title: str | None = None
+) -> ReplyResponse:
     return ReplyResponse(
         id=reply.id,
         language=reply.language,
         claim_types=list(reply.claim_types),
         risks=list(reply.risks),
+        suggested_for=[f"{risk} / {claim_type}" for risk, claim_type in cat.chosen_for[reply.id]],
         title=title or reply.title,
         text=text,
-        catalogue_sha256=sha256,
+        catalogue_sha256=cat.sha256,
     )
 
 
@@ -94,7 +97,7 @@ def list_replies(book: Cases) -> ReplyList:
     """The vetted reply catalogue (titles, what each reply is for; GET /replies/{id} renders one)."""
     cat = book.catalogue
     return ReplyList(
-        replies=[reply_response(r, cat.sha256) for r in cat.replies.values()],
+        replies=[reply_response(cat, r) for r in cat.replies.values()],
         catalogue_sha256=cat.sha256,
         fallback_language=cat.fallback_language,
     )
@@ -125,4 +128,4 @@ def get_reply(
         raise HTTPException(status_code=404, detail=str(err)) from err
     except MissingPlaceholder as err:
         raise HTTPException(status_code=422, detail=str(err)) from err
-    return reply_response(rendered.reply, cat.sha256, text=rendered.text, title=rendered.title)
+    return reply_response(cat, rendered.reply, text=rendered.text, title=rendered.title)

@@ -150,6 +150,10 @@ class ReplyResponse(BaseModel):
     language: Literal["fr", "it", "en"]
     claim_types: list[ClaimType]
     risks: list[Risk]
+    suggested_for: list[str] = Field(
+        description="The `risk / claim_type` pairs /classify suggests it for, in its language (a reply that "
+        "names its risk wins over one that does not)."
+    )
     title: str
     text: str | None = Field(default=None, description="Rendered for the order given; null in the list.")
     catalogue_sha256: str

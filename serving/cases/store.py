@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from serving.cases.buyers import buyer_key
+from serving.cases.buyers import BuyerKeys
 from serving.cases.policy import (
     REPEAT_CLAIMANT_TAG,
     CaseClocks,
@@ -287,14 +287,14 @@ class CaseBook:
         plog: PredictionLog,
         clocks: CaseClocks,
         catalogue: ReplyCatalogue,
-        buyer_salt: bytes,
+        buyer_keys: BuyerKeys,
         repeat_claimant_claims: int = 2,
     ) -> None:
         self.plog = plog
         self.engine = plog.engine
         self.clocks = clocks
         self.catalogue = catalogue
-        self.buyer_salt = buyer_salt
+        self.buyer_keys = buyer_keys
         self.repeat_claimant_claims = repeat_claimant_claims
         # Can another transaction create a case between our read and our insert? Not on SQLite: the
         # predictions' insert before us already holds the database's only write lock, so the savepoint
@@ -317,9 +317,12 @@ class CaseBook:
         )
 
     @classmethod
-    def open(cls, plog: PredictionLog, settings: Settings, catalogue: ReplyCatalogue, buyer_salt: bytes) -> CaseBook:
+    def open(
+        cls, plog: PredictionLog, settings: Settings, catalogue: ReplyCatalogue, buyer_keys: BuyerKeys | None = None
+    ) -> CaseBook:
         """The case book on `plog`'s database; its tables are created if they are missing (idempotent)."""
-        book = cls(plog, CaseClocks.from_settings(settings), catalogue, buyer_salt, settings.repeat_claimant_claims)
+        keys = buyer_keys or BuyerKeys(settings)
+        book = cls(plog, CaseClocks.from_settings(settings), catalogue, keys, settings.repeat_claimant_claims)
         book.create_tables()
         return book
 
@@ -347,7 +350,7 @@ class CaseBook:
         update: dict[str, Any] = {}
         tags = list(res.tags)
         reply_risk, reply_claim_type = res.risk, res.claim_type
-        bkey = buyer_key(req.buyer_id, self.buyer_salt) if req.buyer_id else None
+        bkey = self.buyer_keys.key(req.buyer_id) if req.buyer_id else None
         key = case_key(req)
         attached = self._attach(conn, key, req, res, bkey, now) if key else None
         if attached is not None:
