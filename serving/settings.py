@@ -93,8 +93,8 @@ class Settings(BaseSettings):
     )
     buyer_salt: SecretStr = Field(
         default=SecretStr(""),
-        description="secret salt of the buyer_id hashes; empty: one is generated once into var_dir/buyer-salt "
-        "(set it when several hosts share one database)",
+        description="secret salt of the buyer_id hashes; empty: one is generated into var_dir/buyer-salt at the "
+        "first buyer_id (set it when several hosts share one database)",
     )
     repeat_claimant_claims: int = Field(
         default=2, ge=1, description="tag `repeat_claimant` when the buyer has at least this many earlier claims"
