@@ -124,7 +124,9 @@ async def classify_many(
         ) from err
     except BuyerSaltError as err:
         log.error("%s", err)
-        raise HTTPException(status_code=503, detail=f"buyer ids cannot be hashed, nothing was recorded: {err}") from err
+        raise HTTPException(
+            status_code=503, detail="buyer ids cannot be hashed right now, so nothing was recorded; retry shortly"
+        ) from err
 
 
 # -- routes -----------------------------------------------------------------------------------------

@@ -219,6 +219,9 @@ def test_repeat_buyers_are_counted_by_a_salted_hash_only(desk: Desk, db_url: str
     # without an order, all of the buyer's cases are earlier
     res = desk.classify(THANKS, "routine", "none", order_id=None, buyer_id=buyer)
     assert res.buyer is not None and (res.buyer.earlier_cases, res.buyer.earlier_claims) == (5, 2)
+    # a blank buyer id is no buyer
+    blank = desk.classify(THANKS, "routine", "none", order_id="order-8", buyer_id="  ")
+    assert blank.buyer is None
     # another buyer knows nothing of them
     other = desk.classify(THANKS, "routine", "none", order_id="order-9", buyer_id="someone-else")
     assert other.buyer is not None and other.buyer.earlier_cases == 0

@@ -350,7 +350,7 @@ class CaseBook:
         update: dict[str, Any] = {}
         tags = list(res.tags)
         reply_risk, reply_claim_type = res.risk, res.claim_type
-        bkey = self.buyer_keys.key(req.buyer_id) if req.buyer_id else None
+        bkey = self.buyer_keys.key(req.buyer_id) if req.buyer_id and req.buyer_id.strip() else None
         key = case_key(req)
         attached = self._attach(conn, key, req, res, bkey, now) if key else None
         if attached is not None:
