@@ -227,7 +227,7 @@ def test_repeat_buyers_are_counted_by_a_salted_hash_only(desk: Desk, db_url: str
     assert other.buyer is not None and other.buyer.earlier_cases == 0
     # stored as the HMAC only: the id is nowhere in the database files
     with desk.plog.engine.connect() as conn:
-        keys = set(conn.execute(sa.select(cases.c.buyer_key)).scalars())
+        keys = set(conn.execute(sa.select(cases.c.buyer_key)).scalars()) - {None}
     assert keys == {buyer_key(buyer, SALT), buyer_key("someone-else", SALT)}
     desk.plog.close()
     for f in tmp_path.glob("triage.db*"):
