@@ -83,6 +83,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                 f" (c=1: {http['batch_vs_single']['1']:.2f}x)",
             }
         )
+    if r.get("cases"):
+        from benchmarks.cases import target
+
+        out.append(target(r["cases"]))
     return out
 
 
@@ -218,6 +222,11 @@ def table(r: dict[str, Any]) -> str:
             f"{mem['after_warmup']['VmRSS']:.0f} MB after warm-up, {mem['after_load']['VmRSS']:.0f} MB after "
             f"the load, peak {mem['after_load']['VmHWM']:.0f} MB"
         )
+        out.append("")
+    if r.get("cases"):
+        from benchmarks.cases import table as cases_table
+
+        out += cases_table(r["cases"])
         out.append("")
     train = r.get("training")
     if train:

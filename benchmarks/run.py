@@ -1,6 +1,6 @@
 """`make bench`: one run that measures the encoder, the served model, HTTP, memory, cold start and training.
 
-    python -m benchmarks.run [--model DIR] [--quick] [--skip-training] [--skip-http] [--skip-encoder]
+    python -m benchmarks.run [--model DIR] [--quick] [--skip-training] [--skip-http] [--skip-encoder] [--skip-cases]
 
 Prints a table (targets marked PASS/MISS) and writes the numbers to benchmarks/results/<UTC time>.json
 and benchmarks/results/latest.json. Without --model it benchmarks the newest triage model under
@@ -130,6 +130,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-encoder", action="store_true", help="no encoder comparison (no torch import)")
     p.add_argument("--skip-http", action="store_true", help="no server, no HTTP load")
     p.add_argument("--skip-training", action="store_true", help="no training-time runs")
+    p.add_argument("--skip-cases", action="store_true", help="no case-lookup timing (benchmarks/cases.py)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     p.add_argument(
         "--baseline",
@@ -216,6 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["floor"] = floor.summary()
     finally:
         floor.close()
+
+    if not args.skip_cases:
+        say("case lookup on the prediction-log commit (SQLite)")
+        from benchmarks.cases import measure
+
+        result["cases"] = measure(n=500 if args.quick else 2000, existing=2000 if args.quick else 10_000)
 
     if not args.skip_training:
         if args.train_data.is_file():

@@ -1,4 +1,5 @@
-"""The FastAPI app: the routes of `serving.routes` over a TriageService loaded once at startup."""
+"""The FastAPI app: the routes of `serving.routes` over a TriageService loaded once at startup, and the case
+routes of `serving.cases.routes` over the case book on the prediction log's database."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import __version__
+from serving.cases import routes as case_routes
+from serving.cases.buyers import BuyerKeys
+from serving.cases.replies import load_catalogue
+from serving.cases.store import CaseBook
+from serving.clock import Clock, system_clock
 from serving.masking import mask_url
 from serving.model import inference_slots
 from serving.predlog import PredictionLog
@@ -97,15 +103,27 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-def create_app(settings: Settings | None = None, loader: ServiceLoader | None = None) -> FastAPI:
-    """The service: `loader` (default: a model folder from `settings`) runs at start and at every reload."""
+def create_app(
+    settings: Settings | None = None, loader: ServiceLoader | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """The service: `loader` (default: a model folder from `settings`) runs at start and at every reload;
+    `clock` (default: the system's) is the one source of the current time.
+
+    The reply catalogue and an existing buyer-id salt are checked here, so a bad one stops `triage serve`
+    with its reason before it binds its port.
+    """
     settings = settings or Settings()
     load = loader or folder_loader(settings)
+    catalogue = load_catalogue(settings.replies_file)
+    buyer_keys = BuyerKeys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.clock = clock or system_clock
         app.state.predlog = PredictionLog.open(settings.db_url)
         log.info("prediction log: %s", mask_url(settings.db_url))
+        app.state.cases = CaseBook.open(app.state.predlog, settings, catalogue, buyer_keys)
+        log.info("reply catalogue: %s (%d replies)", catalogue.path, len(catalogue.replies))
         app.state.loader = load
         app.state.service = load()
         app.state.inference = CapacityLimiter(inference_slots(settings.threads))
@@ -123,4 +141,8 @@ def create_app(settings: Settings | None = None, loader: ServiceLoader | None = 
     app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)
+    # cases: reading (queue, trail, replies) and writing (agents' events), each a router of its own so an
+    # access rule attaches in one line: include_router(..., dependencies=[Depends(...)])
+    app.include_router(case_routes.read_router)
+    app.include_router(case_routes.write_router)
     return app

@@ -19,7 +19,7 @@ ClaimType = Literal[
 Language = Literal["fr", "it", "en", "other"]
 Tier = Literal[1, 2]
 
-RISKS: Final[tuple[Risk, ...]] = get_args(Risk)
+RISKS: Final[tuple[Risk, ...]] = get_args(Risk)  # most severe first
 CLAIM_TYPES: Final[tuple[ClaimType, ...]] = get_args(ClaimType)
 # claim types of a Tier-1 message (everything but `none`): what the claim-type head predicts
 GROUNDS: Final[tuple[ClaimType, ...]] = CLAIM_TYPES[:-1]
@@ -49,6 +49,11 @@ EVIDENCE: Final[dict[str, tuple[str, ...]]] = {
 def tier_of(risk: str) -> Tier:
     """Tier 1 (escalation, 1-hour SLA) for claim_filed and at_risk, Tier 2 otherwise."""
     return 1 if risk in TIER1_RISKS else 2
+
+
+def higher_risk(a: Risk, b: Risk) -> Risk:
+    """The more severe of two risks, in the order of `RISKS`: claim_filed, then at_risk, then routine."""
+    return a if RISKS.index(a) <= RISKS.index(b) else b
 
 
 def consistent(risk: str, claim_type: str) -> bool:

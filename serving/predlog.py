@@ -8,7 +8,7 @@ committed transaction across a process crash).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,9 +198,14 @@ class PredictionLog:
 
     # -- the hot path ------------------------------------------------------------------------------
     def record(
-        self, requests: Sequence[ClassifyRequest], responses: Sequence[ClassifyResponse], now: datetime | None = None
+        self,
+        requests: Sequence[ClassifyRequest],
+        responses: Sequence[ClassifyResponse],
+        now: datetime | None = None,
+        within: Callable[[sa.Connection], None] | None = None,
     ) -> None:
-        """Commit one row per answered request, in one transaction."""
+        """Commit one row per answered request, in one transaction; `within(conn)` runs in that transaction
+        after the rows are inserted (the case book's read-modify-write), and a failure there undoes them."""
         created = now or datetime.now(UTC)
         rows = [
             {
@@ -226,6 +231,8 @@ class PredictionLog:
         try:
             with self.engine.begin() as conn:
                 conn.execute(self._insert_predictions, rows)
+                if within is not None:
+                    within(conn)
         except SQLAlchemyError as err:
             raise PredictionLogError(f"could not record {len(rows)} prediction(s): {_reason(err)}") from err
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated
 
 from anyio import CapacityLimiter, to_thread
@@ -10,8 +11,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel
+from sqlalchemy import Connection
 
 from serving import __version__
+from serving.cases.buyers import BuyerSaltError
+from serving.cases.store import CaseBook
+from serving.clock import Clock, system_clock
 from serving.feedback import is_misroute, resolve_feedback
 from serving.model import ModelError
 from serving.predlog import PredictionLog, PredictionLogError
@@ -50,9 +55,22 @@ async def get_inference(request: Request) -> CapacityLimiter:
     return limiter
 
 
+async def get_cases(request: Request) -> CaseBook:
+    book: CaseBook = request.app.state.cases
+    return book
+
+
+async def get_clock(request: Request) -> Clock:
+    """The app's one clock (`create_app(clock=...)`; tests freeze it)."""
+    clock: Clock = request.app.state.clock
+    return clock
+
+
 Service = Annotated[TriageService, Depends(get_service)]
 PredLog = Annotated[PredictionLog, Depends(get_predlog)]
 Inference = Annotated[CapacityLimiter, Depends(get_inference)]
+Cases = Annotated[CaseBook, Depends(get_cases)]
+AppClock = Annotated[Clock, Depends(get_clock)]
 
 
 def json_response(model: BaseModel) -> Response:
@@ -65,33 +83,60 @@ def json_response(model: BaseModel) -> Response:
 
 
 def classify_and_record(
-    svc: TriageService, plog: PredictionLog, requests: list[ClassifyRequest]
+    svc: TriageService,
+    plog: PredictionLog,
+    requests: list[ClassifyRequest],
+    cases: CaseBook | None = None,
+    now: datetime | None = None,
 ) -> list[ClassifyResponse]:
-    """The blocking part of a /classify request: classify, then commit the answers before returning them."""
-    results = svc.classify(requests)
-    plog.record(requests, results)
-    return results
+    """The blocking part of a /classify request: classify, route each message through its order's case,
+    then commit the answers and the cases in one transaction before returning them."""
+    now = now or system_clock()
+    results = svc.classify(requests, now=now)
+    if cases is None:
+        plog.record(requests, results, now)
+        return results
+    routed: list[ClassifyResponse] = []
+
+    def route(conn: Connection) -> None:
+        routed[:] = cases.route(conn, requests, results, now)
+
+    plog.record(requests, results, now, within=route)
+    return routed
 
 
 async def classify_many(
-    svc: TriageService, plog: PredictionLog, inference: CapacityLimiter, requests: list[ClassifyRequest]
+    svc: TriageService,
+    plog: PredictionLog,
+    inference: CapacityLimiter,
+    requests: list[ClassifyRequest],
+    cases: CaseBook | None = None,
+    now: datetime | None = None,
 ) -> list[ClassifyResponse]:
     # one explicit worker-thread hop (a sync route would pay a second one to validate the response)
     try:
-        return await to_thread.run_sync(classify_and_record, svc, plog, requests, limiter=inference)
+        return await to_thread.run_sync(classify_and_record, svc, plog, requests, cases, now, limiter=inference)
     except PredictionLogError as err:
         log.error("%s", err)
         raise HTTPException(
             status_code=503,
             detail="the prediction log could not record this classification, so no answer is returned; retry shortly",
         ) from err
+    except BuyerSaltError as err:
+        log.error("%s", err)
+        raise HTTPException(
+            status_code=503, detail="buyer ids cannot be hashed right now, so nothing was recorded; retry shortly"
+        ) from err
 
 
 # -- routes -----------------------------------------------------------------------------------------
 @router.post("/classify", response_model=ClassifyResponse, tags=["classify"])
-async def classify(req: ClassifyRequest, svc: Service, plog: PredLog, inference: Inference) -> Response:
-    """Risk, claim type, tier, queue, SLA and evidence checklist for one message."""
-    return json_response((await classify_many(svc, plog, inference, [req]))[0])
+async def classify(
+    req: ClassifyRequest, svc: Service, plog: PredLog, inference: Inference, cases: Cases, clock: AppClock
+) -> Response:
+    """Risk, claim type, tier, queue, SLA and evidence checklist for one message; with an order_id, its
+    order's case (clocks, sticky Tier-1 escalation); a vetted reply; with a buyer_id, the buyer's history."""
+    return json_response((await classify_many(svc, plog, inference, [req], cases, clock()))[0])
 
 
 @router.post(
@@ -100,8 +145,11 @@ async def classify(req: ClassifyRequest, svc: Service, plog: PredLog, inference:
     tags=["classify"],
     description=f"Classify 1 to {MAX_BATCH} messages in one model pass.",
 )
-async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog, inference: Inference) -> Response:
-    return json_response(BatchResponse(results=await classify_many(svc, plog, inference, req.messages)))
+async def classify_batch(
+    req: BatchRequest, svc: Service, plog: PredLog, inference: Inference, cases: Cases, clock: AppClock
+) -> Response:
+    results = await classify_many(svc, plog, inference, req.messages, cases, clock())
+    return json_response(BatchResponse(results=results))
 
 
 @router.post(

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serving.cases.policy import RoutingReason
+from serving.cases.schemas import BuyerHistory, CaseSummary, SuggestedReply
 from serving.feedback import check_labels
 from serving.labels import ClaimType, Language, Risk, Tier
 
@@ -36,6 +38,13 @@ class ClassifyRequest(BaseModel):
     order_id: str | None = Field(default=None, max_length=64)
     received_at: datetime | None = Field(
         default=None, description="When the message arrived (ISO 8601; UTC if no offset). SLA runs from here."
+    )
+    buyer_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="The buyer's id on the channel (optional): stored only as a salted hash, to count their "
+        "earlier cases and claims (`buyer`).",
     )
 
     @field_validator("text")
@@ -67,6 +76,17 @@ class ClassifyResponse(BaseModel):
     needs_review: bool
     keyword_triage: KeywordTriageResult
     model_version: str
+    routing_reason: RoutingReason = Field(
+        default="message",
+        description="`escalated_by_case`: the message alone is Tier 2, but its order's case is open and Tier 1.",
+    )
+    case: CaseSummary | None = Field(
+        default=None, description="The order's case (messages sharing channel and order_id); null without order_id."
+    )
+    suggested_reply: SuggestedReply | None = Field(
+        default=None, description="The vetted reply for this message, by risk, claim type and language."
+    )
+    buyer: BuyerHistory | None = Field(default=None, description="The buyer's earlier cases; null without buyer_id.")
 
 
 class BatchRequest(BaseModel):

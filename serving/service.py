@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from serving.clock import as_utc, system_clock
 from serving.keywords import keyword_triage
 from serving.labels import CRISIS_TAG, EVIDENCE, QUEUES, SLA
 from serving.language import detect_language
@@ -17,10 +18,7 @@ from serving.settings import Settings
 
 
 def sla_due(received_at: datetime | None, tier: int, now: datetime) -> datetime:
-    start = received_at or now
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    return start + SLA[tier]
+    return as_utc(received_at or now) + SLA[tier]
 
 
 def respond(
@@ -60,10 +58,11 @@ class TriageService:
     def model_version(self) -> str:
         return self.classifier.version
 
-    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResponse]:
-        """One onnxruntime pass for all `requests` (grouped by length), one answer each."""
+    def classify(self, requests: Sequence[ClassifyRequest], now: datetime | None = None) -> list[ClassifyResponse]:
+        """One onnxruntime pass for all `requests` (grouped by length), one answer each; SLAs run from `now`
+        (default: the system clock) for requests without `received_at`."""
         preds = self.classifier.predict([r.text for r in requests])
-        now = datetime.now(UTC)
+        now = now or system_clock()
         return [respond(r, p, self.model_version, now) for r, p in zip(requests, preds, strict=True)]
 
 

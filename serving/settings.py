@@ -115,6 +115,33 @@ class Settings(BaseSettings):
     )
     mlflow_http_timeout: int = Field(default=60, gt=0, description="seconds per MLflow HTTP call")
 
+    # cases (order threads), vetted replies, repeat buyers
+    case_prevention_hours: float = Field(
+        default=48,
+        gt=0,
+        description="the prevention window: the buyer may file an A-to-Z claim this long after the first "
+        "Tier-1 contact about an order (Amazon asks buyers to give the seller about 48 hours)",
+    )
+    case_response_hours: float = Field(
+        default=48, gt=0, description="the response deadline: hours to answer Amazon once a claim is filed"
+    )
+    case_future_tolerance_s: float = Field(
+        default=300,
+        ge=0,
+        description="a received_at later than now by more than this is flagged and the case clocks use now",
+    )
+    replies_file: Path | None = Field(
+        default=None, description="the vetted reply catalogue (YAML); default: the one that ships with serving"
+    )
+    buyer_salt: SecretStr = Field(
+        default=SecretStr(""),
+        description="secret salt of the buyer_id hashes; empty: one is generated into var_dir/buyer-salt at the "
+        "first buyer_id (set it when several hosts share one database)",
+    )
+    repeat_claimant_claims: int = Field(
+        default=2, ge=1, description="tag `repeat_claimant` when the buyer has at least this many earlier claims"
+    )
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'triage.db').resolve()}"
@@ -122,3 +149,7 @@ class Settings(BaseSettings):
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.var_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def buyer_salt_file(self) -> Path:
+        return self.var_dir / "buyer-salt"

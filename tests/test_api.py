@@ -48,6 +48,10 @@ FIELDS = {
     "needs_review",
     "keyword_triage",
     "model_version",
+    "routing_reason",
+    "case",
+    "suggested_reply",
+    "buyer",
 }
 
 MESSAGES = [
@@ -111,9 +115,17 @@ def check_answer(body: dict, text: str, tier1_threshold: float) -> None:
     assert sum(body["claim_type_scores"].values()) == pytest.approx(1, abs=2e-3)
     assert (body["claim_type"] == "none") == (body["risk"] == "routine")
     tier = 2 if body["risk"] == "routine" else 1
+    crisis = body["risk"] == "claim_filed"
+    if body["routing_reason"] == "escalated_by_case":  # a routine message about an open Tier-1 order
+        assert tier == 2 and body["case"]["tier"] == 1 and body["case"]["status"] == "open"
+        tier, crisis = 1, body["case"]["response_deadline"] is not None
+    else:
+        assert body["routing_reason"] == "message"
     assert body["tier"] == tier
     assert body["queue"] == {1: "tier1-escalation", 2: "tier2-general"}[tier]
-    assert body["tags"] == (["CRISIS: A-to-Z"] if body["risk"] == "claim_filed" else [])
+    assert body["tags"] == (["CRISIS: A-to-Z"] if crisis else [])
+    assert body["suggested_reply"]["language"] == (body["language"] if body["language"] != "other" else "en")
+    assert body["buyer"] is None  # no buyer_id given here
     assert body["evidence"] == EVIDENCE[body["claim_type"]]
     assert body["language"] == detect_language(text)
     if body["language"] == "other":
@@ -125,8 +137,11 @@ def check_answer(body: dict, text: str, tier1_threshold: float) -> None:
 
 @pytest.mark.parametrize("text", MESSAGES)
 def test_classify_returns_every_field(api: httpx.Client, tier1_threshold: float, text: str) -> None:
-    body = classify(api, text, channel="amazon", order_id="171-2233445-6677889", received_at=RECEIVED)
+    order_id = f"171-2233445-{MESSAGES.index(text):07d}"  # one order each: no case routing between them
+    body = classify(api, text, channel="amazon", order_id=order_id, received_at=RECEIVED)
     check_answer(body, text, tier1_threshold)
+    assert body["routing_reason"] == "message"
+    assert body["case"]["order_id"] == order_id and body["case"]["message_count"] == 1
     hours = 1 if body["tier"] == 1 else 24
     assert due(body) == datetime.fromisoformat(RECEIVED) + timedelta(hours=hours)
     assert body["model_version"] == api.get("/health").json()["model_version"]

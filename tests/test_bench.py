@@ -114,3 +114,21 @@ def test_targets_pass_and_miss_on_the_numbers() -> None:
     assert [t["pass"] for t in bad] == [False, False, False, False]
     # fast enough but less accurate still misses
     assert not report.targets(_result(int8_speedup=3.0, drop=1.5, http_p50=1, bare=2, rss=1, batch=9))[0]["pass"]
+
+
+def test_the_case_lookup_is_measured_and_judged() -> None:
+    """A tiny real run of benchmarks/cases.py on SQLite: every variant timed, the target judged on it."""
+    from benchmarks import cases
+
+    result = cases.measure(n=25, existing=50, rounds=1)
+    assert set(result["commit_ms"]) == set(cases.VARIANTS)
+    assert result["requests_per_variant"] == 25 and result["existing_cases"] == 50
+    assert all(result["case_step_ms"][v]["p50"] > 0 for v in ("new_case", "existing_case", "existing_buyer"))
+    check = cases.target(result)
+    assert check["value"] == max(
+        *result["case_lookup_added_p50_ms"].values(),
+        *(result["case_step_ms"][v]["p50"] for v in ("new_case", "existing_case", "existing_buyer")),
+    )
+    assert check["pass"] == (check["value"] <= 0.3)
+    assert report.targets({"cases": result}) == [check]
+    assert "Case lookup in /classify's commit" in "\n".join(cases.table(result))

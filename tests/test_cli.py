@@ -12,33 +12,20 @@ import pytest
 from tests.processes import clean_env
 
 from .conftest import TrainedModel, TriageCli
+from .test_api import FIELDS
 
 TRIAGE_KEYS = {"n", "risk_macro_f1", "claim_type_macro_f1", "tier1_recall", "tier1_precision", "claim_filed_recall"}
-FIELDS = {
-    "request_id",
-    "risk",
-    "risk_scores",
-    "claim_type",
-    "claim_type_scores",
-    "tier",
-    "queue",
-    "tags",
-    "sla_due_at",
-    "evidence",
-    "language",
-    "needs_review",
-    "keyword_triage",
-    "model_version",
-}
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["export"], ["serve"], ["classify"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["train"], ["evaluate"], ["export"], ["serve"], ["classify"], ["case", "export"], ["replies", "check"]],
+)
 def test_help(triage_cli: TriageCli, command: list[str]) -> None:
     run = triage_cli(*command, "--help")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("usage: triage")
-    for sub in command:
-        assert f"triage {sub}" in run.stdout
+    assert " ".join(["usage: triage", *command]) in run.stdout
 
 
 def test_classify_prints_the_answer(triage_cli: TriageCli, triage_model: TrainedModel) -> None:
@@ -57,6 +44,8 @@ def test_classify_prints_the_answer(triage_cli: TriageCli, triage_model: Trained
     assert body["keyword_triage"] == {"tier": 1, "risk": "claim_filed", "claim_type": "other"}
     assert body["model_version"] == triage_model.folder.name
     assert (body["claim_type"] == "none") == (body["risk"] == "routine")
+    assert body["case"] is None and body["routing_reason"] == "message"  # no case on the command line
+    assert body["suggested_reply"]["language"] == "it"
 
 
 def test_classify_reads_stdin_one_message_per_line(triage_model: TrainedModel, tmp_path: Path) -> None:

@@ -144,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from serving.cases.replies import load_catalogue
     from serving.model import Classifier
     from serving.schemas import ClassifyRequest
     from serving.service import TriageService
@@ -157,8 +158,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
         reqs = [ClassifyRequest(text=t, channel=args.channel, order_id=args.order_id) for t in texts]
     except ValueError as err:
         raise UsageError(str(err)) from err
+    replies = load_catalogue(s.replies_file)
     svc = TriageService(Classifier.load(folder, variant=args.variant, threads=s.threads), source=str(folder))
     for res in svc.classify(reqs):
+        # one message at a time, no case: the answer of /classify without order_id (plus the vetted reply)
+        res = res.model_copy(update={"suggested_reply": replies.suggest(res.risk, res.claim_type, res.language)})
         print(res.model_dump_json(indent=None if len(reqs) > 1 else 2))
     return 0
 
@@ -208,6 +212,32 @@ def cmd_label_pull(args: argparse.Namespace) -> int:
     from loop.pull import pull
 
     print(pull(_settings()).report())
+    return 0
+
+
+# -- cases and replies ----------------------------------------------------------------------------
+def cmd_case_export(args: argparse.Namespace) -> int:
+    from serving.cases.export import default_path, write_case
+    from serving.cases.store import read_case
+    from serving.clock import system_clock
+    from serving.predlog import PredictionLog
+
+    plog = PredictionLog(_settings().db_url)
+    try:
+        case = read_case(plog, args.case_id)
+    finally:
+        plog.close()
+    now = system_clock()
+    path = write_case(case, args.out or default_path(case.case_id, args.format, now), args.format, now)
+    print(f"case {case.case_id} ({case.message_count} messages, {len(case.events)} events) written to {path}")
+    return 0
+
+
+def cmd_replies_check(args: argparse.Namespace) -> int:
+    from serving.cases.replies import load_catalogue
+
+    catalogue = load_catalogue(args.file or _settings().replies_file)
+    print(f"{catalogue.path}: {len(catalogue.replies)} replies, every risk and claim type covered in fr, it, en")
     return 0
 
 
@@ -332,6 +362,32 @@ def build_parser() -> argparse.ArgumentParser:
     lp.set_defaults(func=cmd_label_push)
     ll = lsub.add_parser("pull", help="Add completed annotations to data/corrections.csv (idempotent).")
     ll.set_defaults(func=cmd_label_pull)
+
+    cs = sub.add_parser(
+        "case",
+        help="Cases (the messages of one order): export one as a record for a claim response.",
+        description="Cases, read from the prediction log's database (TRIAGE_DATABASE_URL).",
+    )
+    csub = cs.add_subparsers(dest="case_command", required=True, metavar="ACTION")
+    ce = csub.add_parser(
+        "export",
+        help="Write a case's whole trail (messages, predictions, agents' actions, replies sent) as a "
+        "timestamped Markdown or JSON record a seller can attach to an A-to-Z claim response.",
+    )
+    ce.add_argument("case_id", type=_positive_int, metavar="ID", help="the case id (/classify's case.case_id)")
+    ce.add_argument("--format", choices=["md", "json"], default="md", help="md (default) or json")
+    ce.add_argument("--out", type=Path, help="file to write (default: case-ID-<UTC time>.md|json here)")
+    ce.set_defaults(func=cmd_case_export)
+
+    rp = sub.add_parser("replies", help="The vetted reply catalogue.")
+    rsub = rp.add_subparsers(dest="replies_command", required=True, metavar="ACTION")
+    rc = rsub.add_parser(
+        "check", help="Check a reply catalogue as the service does at start (every problem with its line)."
+    )
+    rc.add_argument(
+        "file", nargs="?", type=Path, help="YAML catalogue (default: TRIAGE_REPLIES_FILE or the shipped one)"
+    )
+    rc.set_defaults(func=cmd_replies_check)
     return p
 
 
