@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,6 +16,9 @@ import pytest
 from serving.model import ModelBundle
 from tests.conftest import TriageCli, TriageData, train_config
 from training.finetune import FinetuneConfig, make_pairs
+
+if TYPE_CHECKING:  # importing training.train pulls torch: only where a test needs it
+    from training.train import TrainConfig, Trained
 
 
 def test_pairs_give_every_message_positives_and_negatives() -> None:
@@ -30,8 +34,8 @@ def test_pairs_give_every_message_positives_and_negatives() -> None:
 @dataclass(frozen=True)
 class Tuned:
     folder: Path
-    trained: object
-    cfg: object
+    trained: Trained
+    cfg: TrainConfig
     texts: list[str]
 
 
@@ -72,14 +76,9 @@ def test_the_onnx_graph_gives_the_in_memory_models_probabilities(tuned: Tuned) -
     from training.heads import softmax
 
     trained, cfg = tuned.trained, tuned.cfg
-    x = build_features(
-        trained.encoder.encode(tuned.texts),
-        tuned.texts,
-        trained.ngrams,  # type: ignore[attr-defined]
-        cfg.ngram_weight,
-    )  # type: ignore[attr-defined]
+    x = build_features(trained.encoder.encode(tuned.texts), tuned.texts, trained.ngrams, cfg.ngram_weight)
     probs = ModelBundle(tuned.folder, "fp32").predict_proba(tuned.texts)
-    for head in trained.heads:  # type: ignore[attr-defined]
+    for head in trained.heads:
         assert np.abs(softmax(head.logits(x)) - probs[head.name]).max() < 1e-4, head.name
 
 
