@@ -119,7 +119,9 @@ def read_keys(path: Path) -> list[ApiKey]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
-        raise KeysError(f"{path}: no such key file (TRIAGE_API_KEYS_FILE); create a key with `triage keys create`") from err
+        raise KeysError(
+            f"{path}: no such key file (TRIAGE_API_KEYS_FILE); create a key with `triage keys create`"
+        ) from err
     except (OSError, UnicodeDecodeError) as err:
         raise KeysError(f"{path}: cannot read the key file ({type(err).__name__})") from err
     keys: list[ApiKey] = []

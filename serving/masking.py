@@ -38,9 +38,7 @@ _IBAN_COUNTRIES = (
     "AD AE AL AT AZ BA BE BG BH BR CH CR CY CZ DE DK DO EE ES FI FO FR GB GE GI GL GR GT HR HU IE IL IS IT JO "
     "KW KZ LB LC LI LT LU LV MC MD ME MK MR MT MU NL NO PK PL PS PT QA RO RS SA SC SE SI SK SM TN TR UA VA VG XK"
 ).split()
-_IBAN = re.compile(
-    rf"\b(?:{'|'.join(_IBAN_COUNTRIES)})\d{{2}}(?:[ ]?[A-Z0-9]{{4}}){{2,7}}(?:[ ]?[A-Z0-9]{{1,3}})?\b"
-)
+_IBAN = re.compile(rf"\b(?:{'|'.join(_IBAN_COUNTRIES)})\d{{2}}(?:[ ]?[A-Z0-9]{{4}}){{2,7}}(?:[ ]?[A-Z0-9]{{1,3}})?\b")
 # card numbers: 16 to 19 digits in groups of 4 (spaces, dashes or none), or the 4-6-5 form of 15 digits
 _CARD = re.compile(r"(?<![\d-])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{4}(?:\1?\d{1,3})?|\d{4}([ -]?)\d{6}\2\d{5})(?![\d-])")
 # phone candidates: an optional + or 00, then 7 to 15 digits with single separators (space . - /) and an

@@ -1,18 +1,24 @@
-"""The HTTP routes: validate, call the service, return a schema. Errors become HTTP answers only here."""
+"""The HTTP routes: validate, call the service, return a schema. Errors become HTTP answers only here (and
+in the dependencies: the API key and its scope)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from serving import __version__
 from serving.feedback import is_misroute, resolve_feedback
+from serving.keys import OPEN, KeyRing, KeysError, Principal, Scope
+from serving.metrics import CONTENT_TYPE, Metrics
 from serving.model import ModelError
 from serving.predlog import PredictionLog, PredictionLogError
 from serving.schemas import (
@@ -31,6 +37,68 @@ from serving.service import ServiceLoader, TriageService
 
 log = logging.getLogger("triage.serving")
 router = APIRouter()
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="api_key",
+    description="An API key: `Authorization: Bearer <key>` (`triage keys create NAME --scopes ...`). Scopes: "
+    "`classify` (/classify, /classify/batch), `feedback` (/feedback), `admin` (/admin/*, /metrics).",
+)
+CREATE = "an operator creates one with `triage keys create NAME --scopes {scope}`"
+
+
+# -- access: the API key and its scope --------------------------------------------------------------
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets a request through with a key holding `scope` (anyone in open mode)."""
+
+    async def check(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+    ) -> Principal:
+        keys: KeyRing = request.app.state.keys
+        if keys.open:
+            request.state.key = None
+            return OPEN
+        metrics: Metrics = request.app.state.metrics
+        if credentials is None:
+            metrics.auth_failures.labels("missing").inc()
+            raise HTTPException(
+                status_code=401,
+                detail=f"no API key: send one as 'Authorization: Bearer <key>' ({CREATE.format(scope=scope)})",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        found = keys.identify(credentials.credentials)
+        if found is None:
+            metrics.auth_failures.labels("invalid").inc()
+            raise HTTPException(
+                status_code=401,
+                detail="the API key is not valid (mistyped, revoked, or from another service): check the "
+                f"'Authorization: Bearer <key>' header ({CREATE.format(scope=scope)})",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        request.state.key = found.name
+        if scope not in found.scopes:
+            metrics.auth_failures.labels("scope").inc()
+            raise HTTPException(
+                status_code=403,
+                detail=f"key {found.name!r} has scope(s) {', '.join(sorted(found.scopes))} but "
+                f"{request.method} {request.url.path} needs {scope!r}: use a key with it "
+                f"({CREATE.format(scope=scope)})",
+            )
+        return Principal(found.name, found.scopes)
+
+    return check
+
+
+_admin = require("admin")
+
+
+async def metrics_access(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Principal:
+    """GET /metrics: the admin scope, unless TRIAGE_METRICS_PUBLIC=true makes the page public."""
+    if request.app.state.metrics_public:
+        request.state.key = None
+        return OPEN
+    return await _admin(request, credentials)
 
 
 # -- dependencies: what the lifespan loaded (async: no thread-pool hop for a lookup) ----------------
@@ -50,9 +118,19 @@ async def get_inference(request: Request) -> CapacityLimiter:
     return limiter
 
 
+async def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
 Service = Annotated[TriageService, Depends(get_service)]
 PredLog = Annotated[PredictionLog, Depends(get_predlog)]
 Inference = Annotated[CapacityLimiter, Depends(get_inference)]
+Meter = Annotated[Metrics, Depends(get_metrics)]
+ClassifyKey = Annotated[Principal, Security(require("classify"))]
+FeedbackKey = Annotated[Principal, Security(require("feedback"))]
+AdminKey = Annotated[Principal, Security(_admin)]
+MetricsKey = Annotated[Principal, Security(metrics_access)]
 
 
 def json_response(model: BaseModel) -> Response:
@@ -65,43 +143,85 @@ def json_response(model: BaseModel) -> Response:
 
 
 def classify_and_record(
-    svc: TriageService, plog: PredictionLog, requests: list[ClassifyRequest]
+    svc: TriageService,
+    plog: PredictionLog,
+    requests: list[ClassifyRequest],
+    request_ids: list[str] | None = None,
+    key_name: str | None = None,
 ) -> list[ClassifyResponse]:
     """The blocking part of a /classify request: classify, then commit the answers before returning them."""
-    results = svc.classify(requests)
-    plog.record(requests, results)
+    results = svc.classify(requests, request_ids)
+    plog.record(requests, results, key_name=key_name)
     return results
 
 
 async def classify_many(
-    svc: TriageService, plog: PredictionLog, inference: CapacityLimiter, requests: list[ClassifyRequest]
+    request: Request,
+    svc: TriageService,
+    plog: PredictionLog,
+    inference: CapacityLimiter,
+    metrics: Metrics,
+    principal: Principal,
+    requests: list[ClassifyRequest],
 ) -> list[ClassifyResponse]:
+    request.state.model_version = svc.model_version
+    # a single message's answer carries the HTTP request's id, so the request log line and the prediction log join
+    ids = [request.state.request_id] if len(requests) == 1 and hasattr(request.state, "request_id") else None
     # one explicit worker-thread hop (a sync route would pay a second one to validate the response)
     try:
-        return await to_thread.run_sync(classify_and_record, svc, plog, requests, limiter=inference)
+        results = await to_thread.run_sync(
+            classify_and_record, svc, plog, requests, ids, principal.name, limiter=inference
+        )
     except PredictionLogError as err:
-        log.error("%s", err)
+        metrics.predlog_failures.labels("prediction").inc()
+        log.error("prediction log write failed: %s", err)
         raise HTTPException(
             status_code=503,
             detail="the prediction log could not record this classification, so no answer is returned; retry shortly",
         ) from err
+    metrics.count_predictions(results)
+    return results
 
 
 # -- routes -----------------------------------------------------------------------------------------
-@router.post("/classify", response_model=ClassifyResponse, tags=["classify"])
-async def classify(req: ClassifyRequest, svc: Service, plog: PredLog, inference: Inference) -> Response:
-    """Risk, claim type, tier, queue, SLA and evidence checklist for one message."""
-    return json_response((await classify_many(svc, plog, inference, [req]))[0])
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No API key, or not a valid one"},
+    403: {"model": ErrorResponse, "description": "The key lacks the scope this route needs"},
+}
+
+
+@router.post("/classify", response_model=ClassifyResponse, tags=["classify"], responses=AUTH_ERRORS)
+async def classify(
+    request: Request,
+    req: ClassifyRequest,
+    svc: Service,
+    plog: PredLog,
+    inference: Inference,
+    metrics: Meter,
+    who: ClassifyKey,
+) -> Response:
+    """Risk, claim type, tier, queue, SLA and evidence checklist for one message (scope `classify`)."""
+    return json_response((await classify_many(request, svc, plog, inference, metrics, who, [req]))[0])
 
 
 @router.post(
     "/classify/batch",
     response_model=BatchResponse,
     tags=["classify"],
-    description=f"Classify 1 to {MAX_BATCH} messages in one model pass.",
+    description=f"Classify 1 to {MAX_BATCH} messages in one model pass (scope `classify`).",
+    responses=AUTH_ERRORS,
 )
-async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog, inference: Inference) -> Response:
-    return json_response(BatchResponse(results=await classify_many(svc, plog, inference, req.messages)))
+async def classify_batch(
+    request: Request,
+    req: BatchRequest,
+    svc: Service,
+    plog: PredLog,
+    inference: Inference,
+    metrics: Meter,
+    who: ClassifyKey,
+) -> Response:
+    results = await classify_many(request, svc, plog, inference, metrics, who, req.messages)
+    return json_response(BatchResponse(results=results))
 
 
 @router.post(
@@ -109,10 +229,10 @@ async def classify_batch(req: BatchRequest, svc: Service, plog: PredLog, inferen
     response_model=FeedbackResponse,
     status_code=201,
     tags=["feedback"],
-    responses={404: {"model": ErrorResponse, "description": "No classification has this id"}},
+    responses={**AUTH_ERRORS, 404: {"model": ErrorResponse, "description": "No classification has this id"}},
 )
-def post_feedback(req: FeedbackRequest, plog: PredLog) -> FeedbackResponse:
-    """Report what a classified ticket really was: the misroute signal reviewers see first."""
+def post_feedback(req: FeedbackRequest, plog: PredLog, metrics: Meter, who: FeedbackKey) -> FeedbackResponse:
+    """Report what a classified ticket really was: the misroute signal reviewers see first (scope `feedback`)."""
     pred = plog.get(req.request_id)
     if pred is None:
         raise HTTPException(
@@ -121,9 +241,10 @@ def post_feedback(req: FeedbackRequest, plog: PredLog) -> FeedbackResponse:
         )
     risk, claim_type = resolve_feedback(pred.risk, pred.claim_type, req.risk, req.claim_type)
     try:
-        saved = plog.add_feedback(req.request_id, risk, claim_type, req.agent)
+        saved = plog.add_feedback(req.request_id, risk, claim_type, req.agent, key_name=who.name)
     except PredictionLogError as err:
-        log.error("%s", err)
+        metrics.predlog_failures.labels("feedback").inc()
+        log.error("feedback write failed: %s", err)
         raise HTTPException(status_code=503, detail="the feedback could not be recorded; retry shortly") from err
     return FeedbackResponse(
         feedback_id=saved.id,
@@ -166,17 +287,42 @@ def version(svc: Service) -> VersionResponse:
     "/admin/reload",
     response_model=VersionResponse,
     tags=["ops"],
-    responses={409: {"model": ErrorResponse, "description": "The new model could not be loaded"}},
+    responses={**AUTH_ERRORS, 409: {"model": ErrorResponse, "description": "The new model or keys could not load"}},
 )
-async def reload(request: Request) -> VersionResponse:
-    """Load the configured model again (e.g. the current champion) and swap it in.
+async def reload(request: Request, metrics: Meter, who: AdminKey) -> VersionResponse:
+    """Load the configured model and the key file again (e.g. the current champion, a new key) and swap
+    them in (scope `admin`).
 
-    Requests in flight finish on the model they started with; a failed load keeps the old model.
+    Requests in flight finish on the model they started with; a failed load keeps the old model and keys.
     """
     load: ServiceLoader = request.app.state.loader
+    old: TriageService = request.app.state.service
+    keys: KeyRing = request.app.state.keys
     try:
+        new_keys = KeyRing.load(keys.source) if keys.source else keys
+        start = time.perf_counter()
         new = await run_in_threadpool(load)
-    except ModelError as err:
-        raise HTTPException(status_code=409, detail=f"reload failed, still serving the old model: {err}") from err
+        seconds = time.perf_counter() - start
+    except (ModelError, KeysError) as err:
+        metrics.reloads.labels("refused").inc()
+        log.warning("reload refused, still serving %s: %s", old.model_version, err)
+        raise HTTPException(
+            status_code=409, detail=f"reload failed, still serving model {old.model_version}: {err}"
+        ) from err
     request.app.state.service = new
+    request.app.state.keys = new_keys
+    metrics.reloads.labels("ok").inc()
+    metrics.served(new.model_version, new.classifier.bundle.variant, new.source, seconds)
+    log.info("reloaded: serving model %s from %s (was %s)", new.model_version, new.source, old.model_version)
     return version_of(new)
+
+
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    response_class=Response,
+    responses={**AUTH_ERRORS, 200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+)
+async def metrics_page(metrics: Meter, who: MetricsKey) -> Response:
+    """The service's metrics in the Prometheus text format (scope `admin`, unless TRIAGE_METRICS_PUBLIC=true)."""
+    return Response(content=metrics.exposition(), media_type=CONTENT_TYPE)

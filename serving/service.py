@@ -60,11 +60,15 @@ class TriageService:
     def model_version(self) -> str:
         return self.classifier.version
 
-    def classify(self, requests: Sequence[ClassifyRequest]) -> list[ClassifyResponse]:
-        """One onnxruntime pass for all `requests` (grouped by length), one answer each."""
+    def classify(
+        self, requests: Sequence[ClassifyRequest], request_ids: Sequence[str] | None = None
+    ) -> list[ClassifyResponse]:
+        """One onnxruntime pass for all `requests` (grouped by length), one answer each (with `request_ids`
+        if given, else new ones)."""
         preds = self.classifier.predict([r.text for r in requests])
         now = datetime.now(UTC)
-        return [respond(r, p, self.model_version, now) for r, p in zip(requests, preds, strict=True)]
+        ids: Sequence[str | None] = request_ids or [None] * len(requests)
+        return [respond(r, p, self.model_version, now, rid) for r, p, rid in zip(requests, preds, ids, strict=True)]
 
 
 # What the app calls to (re)load its model: at start and at every POST /admin/reload.
