@@ -421,6 +421,7 @@ class PredictionLog:
                 for chunk in _chunks(ids):
                     out.feedback += conn.execute(sa.delete(feedback).where(feedback.c.request_id.in_(chunk))).rowcount
                 refs = sa.or_(
+                    sa.false(),
                     *(label_tasks.c.request_id.in_(c) for c in _chunks(ids)),
                     *(label_tasks.c.text_key.in_(c) for c in _chunks(sorted(keys))),
                 )

@@ -130,6 +130,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ModelError:
             print(f"no model under {s.models_dir}/: training the default model first", file=sys.stderr)
             cmd_train(build_parser().parse_args(["train"]))  # `triage train` with its defaults
+    if not s.model:
+        from serving.model import find_latest
+
+        find_latest(s.models_dir)  # no model: say so now, not in a traceback from uvicorn's startup
     loader = None
     if s.model and s.model.startswith("models:/"):
         from loop.download import registry_loader
