@@ -36,10 +36,12 @@ def proc_status_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def post_json(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+def post_json(
+    port: int, path: str, body: bytes, timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"} | (headers or {}))
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -48,34 +50,26 @@ def post_json(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple
 
 @dataclass
 class Server:
-    """One uvicorn process serving `model` on a free loopback port."""
+    """One uvicorn process serving `model` (None: the newest under TRIAGE_MODELS_DIR) on a loopback port."""
 
-    model: Path
+    model: Path | None
     cwd: Path
     log: Path
     extra_env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     cold_start_s: float = float("nan")
+    headers: dict[str, str] | None = None  # sent with the probe (an API key)
 
-    def start(self, probe: bytes, timeout: float = 180.0) -> float:
-        """Spawn the server and POST `probe` to /classify until the first 200; return that delay (s)."""
-        self.port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "triage",
-            "serve",
-            "--model",
-            str(self.model),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-        ]
+    def start(self, probe: bytes, timeout: float = 180.0, port: int = 0) -> float:
+        """Spawn the server (on `port`, or a free one) and POST `probe` to /classify until the first 200;
+        return that delay (s)."""
+        self.port = port or free_port()
+        cmd = [sys.executable, "-m", "triage", "serve", "--host", HOST, "--port", str(self.port), "--no-access-log"]
+        if self.model is not None:
+            cmd += ["--model", str(self.model)]
         env = dict(os.environ) | (self.extra_env or {})
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = t0 + timeout
@@ -83,7 +77,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}; see {self.log}")
             try:
-                status, _ = post_json(self.port, "/classify", probe, timeout=timeout)
+                status, _ = post_json(self.port, "/classify", probe, timeout=timeout, headers=self.headers)
             except (ConnectionError, OSError):
                 time.sleep(0.01)
                 continue
@@ -96,6 +90,12 @@ class Server:
     def memory_mb(self) -> dict[str, float]:
         assert self.proc is not None
         return proc_status_mb(self.proc.pid)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook, no flush."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=15)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
