@@ -15,7 +15,7 @@ machine:
 | 1,500 | reload 1: a new model folder (version `...-r1`): must be served, no request may fail |
 | 3,500 | `kill -9`, then the same command again on the same port |
 | 6,000 | RSS of the new process ("start") |
-| 7,000 | reload 2: a newer folder whose config.json was changed after its manifest: refused (409, the reason), the old model keeps serving |
+| 7,000 | reload 2: a newer folder whose config.json changed after its manifest: refused (409), old model serves |
 | 9,000 | the database is locked (`BEGIN EXCLUSIVE`) for 2 s, with writes waiting at most 0.5 s: 503s, then recovery |
 | 12,000 | reload 3: another good folder (`...-r3`) |
 | the end | RSS ("end"); every request answered 200 is in the log, those before the kill included |
@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.server import HOST, Server, free_port, proc_status_mb, write_payloads
+from benchmarks.server import HOST, Server, free_port, write_payloads
 from serving.keys import create_key
 from serving.model import CONFIG, write_manifest
 
@@ -107,7 +107,11 @@ def acknowledged(ids: Path) -> int:
 
 
 def run_faults(
-    model: Path, workdir: Path, texts: Sequence[str], requests: int = 20_000, concurrency: int = 16,
+    model: Path,
+    workdir: Path,
+    texts: Sequence[str],
+    requests: int = 20_000,
+    concurrency: int = 16,
     max_seconds: float = 600.0,
 ) -> dict[str, Any]:
     """Run the load with the faults of the module docstring; return every count and time (see `summarise`)."""
@@ -239,9 +243,7 @@ def summarise(
         return w is not None and w.start - 0.05 <= t <= w.end + after
 
     lock_503 = [t for t, k in events if k == "http_503" and inside(t, lock, DB_TIMEOUT_S + slack)]
-    other_5xx = [
-        (t, k) for t, k in events if k.startswith("http_5") and not inside(t, lock, DB_TIMEOUT_S + slack)
-    ]
+    other_5xx = [(t, k) for t, k in events if k.startswith("http_5") and not inside(t, lock, DB_TIMEOUT_S + slack)]
     reloads = [w for w in windows if w.name.startswith("reload")]
     reload_failures = [(t, k, w.name) for w in reloads for t, k in events if inside(t, w, 0.2)]
     crash_errors = [(t, k) for t, k in events if not k.startswith("http_") and inside(t, kill, 2.0)]
@@ -269,9 +271,7 @@ def summarise(
         "requests_per_s": load["requests_per_s"],
         "latency_ms": load["latency_ms"],
         "faults_done": done,
-        "windows": [
-            {"name": w.name, "start": w.start, "s": round(w.end - w.start, 3), **w.detail} for w in windows
-        ],
+        "windows": [{"name": w.name, "start": w.start, "s": round(w.end - w.start, 3), **w.detail} for w in windows],
         "examples": {"unexpected_5xx": other_5xx[:5], "reload_failures": reload_failures[:5]},
         "metrics_after": [
             line for line in metrics.splitlines() if line.startswith(("triage_model_reloads_total", "triage_predlog"))
@@ -281,6 +281,8 @@ def summarise(
 
 def table(r: dict[str, Any]) -> str:
     reloads = [w for w in r["windows"] if w["name"].startswith("reload")]
+    before, lat = r["acknowledged_before_kill"], r["latency_ms"]
+    start, end = (r["rss_mb"].get(k, {}).get("VmRSS") for k in ("start", "end"))
     rows = [
         ("requests sent", r["requests_sent"]),
         ("2xx", r["answered_2xx"]),
@@ -293,11 +295,10 @@ def table(r: dict[str, Any]) -> str:
             for w in reloads
         ),
         ("connection errors while the process was down (kill -9)", r["connection_errors_during_restart"]),
-        ("acknowledged before the kill / of those in the log after", f"{r['acknowledged_before_kill']} / {r['logged_of_those_before_kill']}"),
+        ("acknowledged before the kill / of those in the log after", f"{before} / {r['logged_of_those_before_kill']}"),
         ("acknowledged in all / of those in the log", f"{r['acknowledged']} / {r['acknowledged_logged']}"),
-        ("RSS after warm-up / at the end (restarted process), growth",
-         f"{r['rss_mb'].get('start', {}).get('VmRSS')} / {r['rss_mb'].get('end', {}).get('VmRSS')} MB, {r['rss_growth_pct']}%"),
-        ("throughput, p50 / p99 latency", f"{r['requests_per_s']:.0f} req/s, {r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f} ms"),
+        ("RSS after warm-up / at the end (restarted process), growth", f"{start} / {end} MB, {r['rss_growth_pct']}%"),
+        ("throughput, p50 / p99 latency", f"{r['requests_per_s']:.0f} req/s, {lat['p50']:.1f} / {lat['p99']:.1f} ms"),
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -33,7 +33,6 @@ class PushResult:
     waiting: int  # messages still waiting (beyond --limit)
     no_text: int = 0  # logged without their text (TRIAGE_LOG_TEXT=hash): nothing to send
 
-
     def report(self) -> str:
         made = "created" if self.project_created else "reused"
         reasons = ", ".join(f"{r.replace('_', ' ')} {self.by_reason[r]}" for r in REASONS if self.by_reason.get(r))

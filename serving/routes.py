@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import APIRouter, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -33,7 +33,7 @@ from serving.schemas import (
     HealthResponse,
     VersionResponse,
 )
-from serving.service import ServiceLoader, TriageService
+from serving.service import ServiceLoader, TriageService, retire
 
 log = logging.getLogger("triage.serving")
 router = APIRouter()
@@ -168,6 +168,7 @@ async def classify_many(
     # a single message's answer carries the HTTP request's id, so the request log line and the prediction log join
     ids = [request.state.request_id] if len(requests) == 1 and hasattr(request.state, "request_id") else None
     # one explicit worker-thread hop (a sync route would pay a second one to validate the response)
+    svc.in_use += 1  # a reload frees the old model only when no request uses it
     try:
         results = await to_thread.run_sync(
             classify_and_record, svc, plog, requests, ids, principal.name, limiter=inference
@@ -179,6 +180,8 @@ async def classify_many(
             status_code=503,
             detail="the prediction log could not record this classification, so no answer is returned; retry shortly",
         ) from err
+    finally:
+        svc.in_use -= 1
     metrics.count_predictions(results)
     return results
 
@@ -289,7 +292,7 @@ def version(svc: Service) -> VersionResponse:
     tags=["ops"],
     responses={**AUTH_ERRORS, 409: {"model": ErrorResponse, "description": "The new model or keys could not load"}},
 )
-async def reload(request: Request, metrics: Meter, who: AdminKey) -> VersionResponse:
+async def reload(request: Request, background: BackgroundTasks, metrics: Meter, who: AdminKey) -> VersionResponse:
     """Load the configured model and the key file again (e.g. the current champion, a new key) and swap
     them in (scope `admin`).
 
@@ -311,9 +314,10 @@ async def reload(request: Request, metrics: Meter, who: AdminKey) -> VersionResp
         ) from err
     request.app.state.service = new
     request.app.state.keys = new_keys
+    log.info("reloaded: serving model %s from %s (was %s)", new.model_version, new.source, old.model_version)
+    background.add_task(retire, old)  # after the answer, once no request uses the old model
     metrics.reloads.labels("ok").inc()
     metrics.served(new.model_version, new.classifier.bundle.variant, new.source, seconds)
-    log.info("reloaded: serving model %s from %s (was %s)", new.model_version, new.source, old.model_version)
     return version_of(new)
 
 

@@ -4,6 +4,7 @@ open on loopback; the key's name (never the key) is recorded with predictions an
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +19,7 @@ from tests.processes import clean_env, serve_process
 
 TEXT = {"text": "Bonjour, où en est ma commande ?"}
 # route -> (method, body, the scope it needs)
-ROUTES: dict[str, tuple[str, dict[str, object] | None, str]] = {
+ROUTES: dict[str, tuple[str, Any, str]] = {
     "/classify": ("POST", TEXT, "classify"),
     "/classify/batch": ("POST", {"messages": [TEXT]}, "classify"),
     "/feedback": ("POST", {"request_id": "no-such-id", "risk": "routine", "agent": "ana"}, "feedback"),
@@ -116,10 +117,8 @@ def test_the_keys_name_is_recorded_never_the_key(triage_model: TrainedModel, api
     assert plog.get(batch["results"][0]["request_id"]).key_name == "all"  # type: ignore[union-attr]
     assert plog.feedback_for(answer["request_id"])[0].key_name == "agents"
     with plog.engine.connect() as conn:
-        dump = str(
-            conn.exec_driver_sql("SELECT * FROM predictions").all()
-            + conn.exec_driver_sql("SELECT * FROM feedback").all()
-        )
+        dump = str(conn.exec_driver_sql("SELECT * FROM predictions").all())
+        dump += str(conn.exec_driver_sql("SELECT * FROM feedback").all())
     assert not any(key in dump for key in api_keys.keys.values())
 
 

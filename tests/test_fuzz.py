@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ApiKeys, TrainedModel
-from tests.processes import clean_env, serve_process
+from tests.processes import Served, clean_env, serve_process
 
 EXAMPLES = int(__import__("os").environ.get("FUZZ_N", "10400"))  # one request each
 TIME_BUDGET_S = 140.0  # past this the remaining examples send nothing (the count check then says so)
@@ -93,16 +93,16 @@ class Case:
     auth: str = "all"  # a key name of the session's key file, or none | wrong | garbage
     kind: str = "schema"
 
-    def headers(self, keys: ApiKeys) -> dict[str, str | bytes]:
-        out: dict[str, str | bytes] = {}
+    def headers(self, keys: ApiKeys) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
         if self.content_type is not None:
-            out["content-type"] = self.content_type
+            out[b"content-type"] = self.content_type.encode()
         if self.auth in keys.keys:
-            out["authorization"] = f"Bearer {keys.keys[self.auth]}"
+            out[b"authorization"] = f"Bearer {keys.keys[self.auth]}".encode()
         elif self.auth == "wrong":
-            out["authorization"] = "Bearer tk_wrong"
+            out[b"authorization"] = b"Bearer tk_wrong"
         elif self.auth == "garbage":
-            out["authorization"] = b"Bearer \xff\xfe x"  # not ASCII (h11 refuses a NUL even to send)
+            out[b"authorization"] = b"Bearer \xff\xfe x"  # not ASCII (h11 refuses a NUL even to send)
         return out
 
 
@@ -242,7 +242,9 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(triage_model: TrainedModel, api_keys: ApiKeys, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def fuzz_server(
+    triage_model: TrainedModel, api_keys: ApiKeys, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("fuzz")
     env = clean_env() | {
         "TRIAGE_API_KEYS_FILE": str(api_keys.file),
@@ -253,7 +255,7 @@ def fuzz_server(triage_model: TrainedModel, api_keys: ApiKeys, tmp_path_factory:
 
 
 def test_ten_thousand_generated_requests_get_no_5xx_and_every_4xx_says_what_to_fix(
-    fuzz_server: Any, api_keys: ApiKeys
+    fuzz_server: Served, api_keys: ApiKeys
 ) -> None:
     url = fuzz_server.url
     spec = httpx.get(f"{url}/openapi.json").json()
@@ -290,4 +292,4 @@ def test_ten_thousand_generated_requests_get_no_5xx_and_every_4xx_says_what_to_f
     assert tally.sent >= MIN_REQUESTS, f"only {tally.sent} requests in {TIME_BUDGET_S:.0f} s"
     assert sum(v for k, v in tally.statuses.items() if k >= 500) == 0
     assert httpx.get(f"{url}/health").status_code == 200  # and the service is still up
-    Path(fuzz_server.log).read_text()  # the server log is kept beside the test's tmp dir for a failure
+    assert "Traceback" not in fuzz_server.log_text() and "unhandled error" not in fuzz_server.log_text()

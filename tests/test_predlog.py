@@ -218,25 +218,38 @@ def test_the_log_keeps_what_the_setting_says(db_url: str, mode: TextMode) -> Non
     assert ("06 12 34 56 78" in raw) == (mode == "full")
 
 
+OLD_SCHEMA = (
+    "CREATE TABLE predictions (request_id VARCHAR(64) PRIMARY KEY, created_at DATETIME NOT NULL, text TEXT NOT NULL, "
+    "text_key VARCHAR(64) NOT NULL, channel VARCHAR(64), order_id VARCHAR(64), received_at DATETIME, "
+    "risk VARCHAR(32) NOT NULL, claim_type VARCHAR(32) NOT NULL, risk_scores JSON NOT NULL, "
+    "claim_type_scores JSON NOT NULL, needs_review BOOLEAN NOT NULL, language VARCHAR(8) NOT NULL, "
+    "keyword_risk VARCHAR(32) NOT NULL, keyword_claim_type VARCHAR(32) NOT NULL, model_version VARCHAR(128) NOT NULL)",
+    "CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL, risk VARCHAR(32) NOT NULL, "
+    "claim_type VARCHAR(32), agent VARCHAR(128) NOT NULL, created_at DATETIME NOT NULL)",
+    "INSERT INTO predictions VALUES ('old', '2026-01-01 00:00:00', 'hello', 'k', NULL, NULL, NULL, 'routine', "
+    "'none', '{}', '{}', 0, 'en', 'routine', 'none', 'v0')",
+)
+
+
+OLD_SCHEMA = (
+    "CREATE TABLE predictions (request_id VARCHAR(64) PRIMARY KEY, created_at DATETIME NOT NULL, text TEXT NOT NULL, "
+    "text_key VARCHAR(64) NOT NULL, channel VARCHAR(64), order_id VARCHAR(64), received_at DATETIME, "
+    "risk VARCHAR(32) NOT NULL, claim_type VARCHAR(32) NOT NULL, risk_scores JSON NOT NULL, "
+    "claim_type_scores JSON NOT NULL, needs_review BOOLEAN NOT NULL, language VARCHAR(8) NOT NULL, "
+    "keyword_risk VARCHAR(32) NOT NULL, keyword_claim_type VARCHAR(32) NOT NULL, model_version VARCHAR(128) NOT NULL)",
+    "CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL, risk VARCHAR(32) NOT NULL, "
+    "claim_type VARCHAR(32), agent VARCHAR(128) NOT NULL, created_at DATETIME NOT NULL)",
+    "INSERT INTO predictions VALUES ('old', '2026-01-01 00:00:00', 'hello', 'k', NULL, NULL, NULL, 'routine', "
+    "'none', '{}', '{}', 0, 'en', 'routine', 'none', 'v0')",
+)
+
+
 def test_an_older_log_gets_the_new_columns(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:  # the tables as the previous version made them, with one row
-        conn.execute(
-            sa.text(
-                "CREATE TABLE predictions (request_id VARCHAR(64) PRIMARY KEY, created_at DATETIME NOT NULL, text TEXT NOT NULL, text_key VARCHAR(64) NOT NULL, channel VARCHAR(64), order_id VARCHAR(64), received_at DATETIME, risk VARCHAR(32) NOT NULL, claim_type VARCHAR(32) NOT NULL, risk_scores JSON NOT NULL, claim_type_scores JSON NOT NULL, needs_review BOOLEAN NOT NULL, language VARCHAR(8) NOT NULL, keyword_risk VARCHAR(32) NOT NULL, keyword_claim_type VARCHAR(32) NOT NULL, model_version VARCHAR(128) NOT NULL)"
-            )
-        )  # noqa: E501
-        conn.execute(
-            sa.text(
-                "CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL, risk VARCHAR(32) NOT NULL, claim_type VARCHAR(32), agent VARCHAR(128) NOT NULL, created_at DATETIME NOT NULL)"
-            )
-        )  # noqa: E501
-        conn.execute(
-            sa.text(
-                "INSERT INTO predictions VALUES ('old', '2026-01-01 00:00:00', 'hello', 'k', NULL, NULL, NULL, 'routine', 'none', '{}', '{}', 0, 'en', 'routine', 'none', 'v0')"
-            )
-        )  # noqa: E501
+        for statement in OLD_SCHEMA:
+            conn.execute(sa.text(statement))
     engine.dispose()
     plog = PredictionLog.open(url)
     old = plog.get("old")

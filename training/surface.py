@@ -20,12 +20,23 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 MAX_SURFACE_AUC = 0.70
-FEATURES = ("log_length", "exclamations", "questions", "digits", "order_id", "newlines", "currency",
-            "capitals", "greeting")
+FEATURES = (
+    "log_length",
+    "exclamations",
+    "questions",
+    "digits",
+    "order_id",
+    "newlines",
+    "currency",
+    "capitals",
+    "greeting",
+)
 _ORDER_ID = re.compile(r"\b\d{3}-\d{7}-\d{7}\b|#\s?\d{3,}|\b\d{2}-\d{5}-\d{5}\b|\b\d{12,}\b")
 _GREETING = re.compile(
     r"^\W*(hi|hello|hey|dear|good (morning|afternoon|evening)|bonjour|bonsoir|salut|coucou|madame|monsieur|"
-    r"buongiorno|buonasera|salve|ciao|gentile|egregi)", re.IGNORECASE)
+    r"buongiorno|buonasera|salve|ciao|gentile|egregi)",
+    re.IGNORECASE,
+)
 _CURRENCY = re.compile(r"[€£$]|\beur(os?)?\b|\busd\b", re.IGNORECASE)
 
 
@@ -34,17 +45,19 @@ def surface_features(texts: Sequence[str]) -> np.ndarray:
     rows = []
     for t in texts:
         letters = [c for c in t if c.isalpha()]
-        rows.append([
-            np.log1p(len(t)),
-            t.count("!"),
-            t.count("?"),
-            sum(c.isdigit() for c in t) / max(1, len(t)),
-            float(bool(_ORDER_ID.search(t))),
-            t.count("\n"),
-            float(bool(_CURRENCY.search(t))),
-            sum(c.isupper() for c in letters) / max(1, len(letters)),
-            float(bool(_GREETING.search(t))),
-        ])
+        rows.append(
+            [
+                np.log1p(len(t)),
+                t.count("!"),
+                t.count("?"),
+                sum(c.isdigit() for c in t) / max(1, len(t)),
+                float(bool(_ORDER_ID.search(t))),
+                t.count("\n"),
+                float(bool(_CURRENCY.search(t))),
+                sum(c.isupper() for c in letters) / max(1, len(letters)),
+                float(bool(_GREETING.search(t))),
+            ]
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
