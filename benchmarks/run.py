@@ -130,6 +130,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-encoder", action="store_true", help="no encoder comparison (no torch import)")
     p.add_argument("--skip-http", action="store_true", help="no server, no HTTP load")
     p.add_argument("--skip-training", action="store_true", help="no training-time runs")
+    p.add_argument("--skip-faults", action="store_true", help="no faults-under-load run (benchmarks/faults.py)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     return p.parse_args(argv)
 
@@ -197,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["floor"] = floor.summary()
     finally:
         floor.close()
+
+    if not args.skip_faults:
+        n = 5_000 if args.quick else 20_000
+        say(f"faults under load: {n} requests at c=16, 3 reloads (one tampered), database locked, kill -9")
+        from benchmarks.faults import run_faults
+
+        with tempfile.TemporaryDirectory(prefix="triage-bench-faults-") as tmp:
+            result["faults"] = run_faults(model, Path(tmp), sets.all, requests=n, concurrency=16)
 
     if not args.skip_training:
         if args.train_data.is_file():

@@ -128,6 +128,7 @@ def run_load(
     duration: float,
     warmup: int,
     latencies: bool = False,
+    headers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run `python -m benchmarks.load` in its own process; return its JSON result."""
     cmd = [
@@ -147,6 +148,8 @@ def run_load(
         "--warmup",
         str(warmup),
     ] + (["--latencies"] if latencies else [])
+    for header in headers:
+        cmd += ["--header", header]
     out = subprocess.run(
         cmd,
         cwd=Path(__file__).resolve().parent.parent,
@@ -220,23 +223,34 @@ def http_benchmark(
         [{"messages": [{"text": t} for t in rng.sample(list(texts), batch_size)]} for _ in range(24)],
     )
     var = workdir / "var"
-    env = {"TRIAGE_VAR_DIR": str(var), "TRIAGE_DATABASE_URL": f"sqlite:///{var / 'bench.db'}"}
+    # as deployed: API keys required (the key check and the request's metrics are part of the latency)
+    from serving.keys import create_key
+
+    key, _ = create_key(workdir / "api-keys", "bench", ["classify"])
+    auth = [f"Authorization: Bearer {key}"]
+    env = {
+        "TRIAGE_VAR_DIR": str(var),
+        "TRIAGE_DATABASE_URL": f"sqlite:///{var / 'bench.db'}",
+        "TRIAGE_API_KEYS_FILE": str(workdir / "api-keys"),
+    }
     repo = Path(__file__).resolve().parent.parent
     probe = json.dumps({"text": texts[0]}).encode()
     c, d = plan.concurrency, plan.duration
     runs: dict[str, list[dict[str, Any]]] = {"classify_c1": [], f"classify_c{c}": [], "batch_c1": [], f"batch_c{c}": []}
-    with Server(model, cwd=repo, log=workdir / "server.log", extra_env=env) as server:
+    headers = {"Authorization": f"Bearer {key}"}
+    with Server(model, cwd=repo, log=workdir / "server.log", extra_env=env, headers=headers) as server:
         cold = server.start(probe)
-        run_load(server.port, "/classify", single, 1, plan.warmup, d, 0)
-        run_load(server.port, "/classify/batch", batch, 2, 4, d, 0)
+        run_load(server.port, "/classify", single, 1, plan.warmup, d, 0, headers=auth)
+        run_load(server.port, "/classify/batch", batch, 2, 4, d, 0, headers=auth)
         warm = server.memory_mb()
+        p = server.port
         for _ in range(plan.rounds):
             if before_c1:
                 before_c1()
-            runs["classify_c1"].append(run_load(server.port, "/classify", single, 1, plan.single_c1, d, 2, True))
-            runs[f"classify_c{c}"].append(run_load(server.port, "/classify", single, c, plan.single_cn, d, 2, True))
-            runs[f"batch_c{c}"].append(run_load(server.port, "/classify/batch", batch, c, plan.batch_cn, d, 1, True))
-            runs["batch_c1"].append(run_load(server.port, "/classify/batch", batch, 1, plan.batch_c1, d, 1, True))
+            runs["classify_c1"].append(run_load(p, "/classify", single, 1, plan.single_c1, d, 2, True, auth))
+            runs[f"classify_c{c}"].append(run_load(p, "/classify", single, c, plan.single_cn, d, 2, True, auth))
+            runs[f"batch_c{c}"].append(run_load(p, "/classify/batch", batch, c, plan.batch_cn, d, 1, True, auth))
+            runs["batch_c1"].append(run_load(p, "/classify/batch", batch, 1, plan.batch_c1, d, 1, True, auth))
         after = server.memory_mb()
         server_pid = server.proc.pid if server.proc else None
     result: dict[str, Any] = {key: pooled(v) for key, v in runs.items()}
