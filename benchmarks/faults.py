@@ -291,7 +291,7 @@ def table(r: dict[str, Any]) -> str:
         ("failures during the 3 reloads", r["reload_failures"]),
         *(
             (f"  {w['name']}", f"{w['status']} in {w['s']:.2f} s, serving {w['serving_after']}"
-             + (f": {str(w['answer'].get('detail', ''))[:90]}" if w["status"] != 200 else ""))
+             + (f": ...{str(w['answer'].get('detail', ''))[-70:]}" if w["status"] != 200 else ""))
             for w in reloads
         ),
         ("connection errors while the process was down (kill -9)", r["connection_errors_during_restart"]),
