@@ -175,6 +175,7 @@ def table(r: dict[str, Any]) -> str:
             "respond": "keywords + language + response model",
             "log": "prediction-log commit",
             "route": "the route's whole worker-thread call",
+            "access": "key check + metrics (event loop)",
         }
         rows = [
             [labels[k], _fmt(floor[k]["p50_ms"], 3), _fmt(floor[k]["mean_ms"], 3), _fmt(floor[k]["p95_ms"], 3)]
