@@ -4,12 +4,13 @@ in the dependencies: the API key and its scope)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request, Security
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -292,7 +293,7 @@ def version(svc: Service) -> VersionResponse:
     tags=["ops"],
     responses={**AUTH_ERRORS, 409: {"model": ErrorResponse, "description": "The new model or keys could not load"}},
 )
-async def reload(request: Request, background: BackgroundTasks, metrics: Meter, who: AdminKey) -> VersionResponse:
+async def reload(request: Request, metrics: Meter, who: AdminKey) -> VersionResponse:
     """Load the configured model and the key file again (e.g. the current champion, a new key) and swap
     them in (scope `admin`).
 
@@ -315,7 +316,8 @@ async def reload(request: Request, background: BackgroundTasks, metrics: Meter, 
     request.app.state.service = new
     request.app.state.keys = new_keys
     log.info("reloaded: serving model %s from %s (was %s)", new.model_version, new.source, old.model_version)
-    background.add_task(retire, old)  # after the answer, once no request uses the old model
+    # freed once no request uses it, in its own thread: the answer (and its latency) does not wait for that
+    threading.Thread(target=retire, args=(old,), name="retire-model", daemon=True).start()
     metrics.reloads.labels("ok").inc()
     metrics.served(new.model_version, new.classifier.bundle.variant, new.source, seconds)
     return version_of(new)
