@@ -249,6 +249,7 @@ def summarise(
     crash_errors = [(t, k) for t, k in events if not k.startswith("http_") and inside(t, kill, 2.0)]
     other_errors = [(t, k) for t, k in events if not k.startswith("http_") and not inside(t, kill, 2.0)]
     before_kill = [rid for t, rid in acked if kill is None or float(t) < kill.start]
+    after_lock = [rid for t, rid in acked if lock is not None and float(t) > lock.end + DB_TIMEOUT_S]
     statuses = {k: int(v) for k, v in load["statuses"].items()}
     start_rss, end_rss = rss.get("start", {}).get("VmRSS", 0.0), rss.get("end", {}).get("VmRSS", 0.0)
     return {
@@ -257,6 +258,7 @@ def summarise(
         "answered_5xx": sum(v for k, v in statuses.items() if k.startswith("5")),
         "statuses": statuses,
         "db_lock_503": len(lock_503),
+        "acknowledged_after_db_window": len(after_lock),  # the service recovered
         "unexpected_5xx": len(other_5xx),
         "reload_failures": len(reload_failures),
         "connection_errors_during_restart": len(crash_errors),
@@ -288,6 +290,7 @@ def table(r: dict[str, Any]) -> str:
         ("2xx", r["answered_2xx"]),
         ("5xx (all of them 503 while the database was locked)", f"{r['answered_5xx']} ({r['db_lock_503']})"),
         ("5xx outside the database window", r["unexpected_5xx"]),
+        ("answered 200 after the database window (recovered)", r["acknowledged_after_db_window"]),
         ("failures during the 3 reloads", r["reload_failures"]),
         *(
             (f"  {w['name']}", f"{w['status']} in {w['s']:.2f} s, serving {w['serving_after']}"

@@ -23,6 +23,7 @@ def test_faults_under_load(triage_model: TrainedModel, tmp_path: Path) -> None:
     assert r["requests_sent"] >= 20_000
     assert r["unexpected_5xx"] == 0, r["examples"]
     assert r["answered_5xx"] == r["db_lock_503"] > 0  # the database window answered 503, nothing else did
+    assert r["acknowledged_after_db_window"] > 5_000  # and the service recovered
     assert r["reload_failures"] == 0, r["examples"]
     assert r["connection_errors_elsewhere"] == 0
     reloads = {w["name"]: w for w in r["windows"] if w["name"].startswith("reload")}
