@@ -311,7 +311,7 @@ async def reload(request: Request, metrics: Meter, who: AdminKey) -> VersionResp
         metrics.reloads.labels("refused").inc()
         log.warning("reload refused, still serving %s: %s", old.model_version, err)
         raise HTTPException(
-            status_code=409, detail=f"reload failed, still serving model {old.model_version}: {err}"
+            status_code=409, detail=f"reload failed, still serving the old model ({old.model_version}): {err}"
         ) from err
     request.app.state.service = new
     request.app.state.keys = new_keys
