@@ -25,9 +25,10 @@ lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --no-header --extra train --extra dev --strip-extras -c constraints.txt \
 		--output-file $(LOCK) pyproject.toml
 
-## train the default model if there is none, then serve /classify on 127.0.0.1:8000
+## train the default model if there is none, then serve /classify on 127.0.0.1:8000 (no keys: open, loopback only;
+## plain-text logs)
 run: $(STAMP)
-	$(BIN)/triage serve --train-if-missing
+	TRIAGE_LOG_FORMAT=$${TRIAGE_LOG_FORMAT:-text} $(BIN)/triage serve --train-if-missing
 
 train: $(STAMP)
 	$(BIN)/triage train

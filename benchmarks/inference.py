@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.stats import percentile, ratio
+from serving.keys import ApiKey, KeyRing, digest_of
+from serving.metrics import Metrics
 from serving.model import Classifier, ModelBundle
 from serving.predlog import PredictionLog
 from serving.routes import classify_and_record
@@ -233,11 +235,13 @@ class Floor:
     `tokenize`: the tokenizer alone; `bare`: tokenizer + onnxruntime (`ModelBundle.infer`), the floor an
     HTTP answer cannot beat; `respond`: keyword rules, language guess and response model for a ready
     prediction; `log`: the prediction-log commit; `route`: all the route does in its worker thread
-    (`serving.app.classify_and_record`: inference + policy + response + commit). HTTP p50 minus `route`
-    p50 is what uvicorn, FastAPI, the thread hop and the loopback add.
+    (`serving.app.classify_and_record`: inference + policy + response + commit); `access`: what a request
+    adds on the event loop for production safety (the API-key check among 4 keys, the prediction and request
+    metrics). HTTP p50 minus `route` p50 is what uvicorn, FastAPI, the thread hop and the loopback add. The
+    `log` layer includes the default `redacted` text mode (serving.masking.redact_personal_data).
     """
 
-    LAYERS = ("tokenize", "bare", "respond", "log", "route")
+    LAYERS = ("tokenize", "bare", "respond", "log", "route", "access")
 
     def __init__(self, folder: Path, texts: Sequence[str], threads: int) -> None:
         self.bundle = ModelBundle(folder, threads=threads, verify=False)
@@ -249,6 +253,8 @@ class Floor:
         self.predictions = self.service.classifier.predict(self.texts)
         self.samples: dict[str, list[list[float]]] = {k: [[] for _ in self.texts] for k in self.LAYERS}
         self.rounds = 0
+        self.metrics = Metrics()
+        self.keys = KeyRing([ApiKey(f"k{i}", frozenset({"classify"}), digest_of(f"tk_key{i}")) for i in range(4)])
         for t in self.texts[:8]:  # warm-up
             self.bundle.infer([t])
 
@@ -267,7 +273,12 @@ class Floor:
             t4 = time.perf_counter()
             classify_and_record(self.service, self.plog, [req])
             t5 = time.perf_counter()
-            for layer, spent in zip(self.LAYERS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            self.keys.identify("tk_key3")
+            self.metrics.count_predictions([response])
+            self.metrics.observe_request("/classify", "POST", 200, t5 - t4)
+            t6 = time.perf_counter()
+            spent_all = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+            for layer, spent in zip(self.LAYERS, spent_all, strict=True):
                 self.samples[layer][i].append(spent)
         self.rounds += 1
 

@@ -87,6 +87,28 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         from benchmarks.cases import target
 
         out.append(target(r["cases"]))
+    faults = r.get("faults")
+    if faults:
+        ok = (
+            faults["unexpected_5xx"] == 0
+            and faults["reload_failures"] == 0
+            and faults["acknowledged_logged"] == faults["acknowledged"]
+            and faults["logged_of_those_before_kill"] == faults["acknowledged_before_kill"]
+            and (faults["rss_growth_pct"] or 0) <= 10
+        )
+        out.append(
+            {
+                "name": "faults under load: no 5xx but the database window, no failed reload, nothing acknowledged "
+                "lost, RSS growth <= 10%",
+                "value": faults["unexpected_5xx"] + faults["reload_failures"],
+                "limit": 0,
+                "pass": ok,
+                "detail": f"{faults['requests_sent']} requests, {faults['answered_5xx']} 5xx "
+                f"({faults['db_lock_503']} while locked), {faults['reload_failures']} reload failures, "
+                f"{faults['acknowledged_logged']}/{faults['acknowledged']} acknowledged logged, "
+                f"RSS {faults['rss_growth_pct']}%",
+            }
+        )
     return out
 
 
@@ -180,6 +202,7 @@ def table(r: dict[str, Any]) -> str:
             "respond": "keywords + language + response model",
             "log": "prediction-log commit",
             "route": "the route's whole worker-thread call",
+            "access": "key check + metrics (event loop)",
         }
         rows = [
             [labels[k], _fmt(floor[k]["p50_ms"], 3), _fmt(floor[k]["mean_ms"], 3), _fmt(floor[k]["p95_ms"], 3)]
@@ -244,6 +267,13 @@ def table(r: dict[str, Any]) -> str:
             for t in train
         ]
         out += _rows(["rows", "cache", "wall s", "msg/s", "load encoder s", "embed s", "fit head s"], rows)
+        out.append("")
+    faults = r.get("faults")
+    if faults:
+        from benchmarks.faults import table as faults_table
+
+        out.append("Faults under load (benchmarks/faults.py: c=16, 3 reloads, database locked, kill -9)")
+        out.append(faults_table(faults))
         out.append("")
     out.append("Targets (ratios from this run)")
     for t in r.get("targets", []):

@@ -131,14 +131,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--skip-http", action="store_true", help="no server, no HTTP load")
     p.add_argument("--skip-training", action="store_true", help="no training-time runs")
     p.add_argument("--skip-cases", action="store_true", help="no case-lookup timing (benchmarks/cases.py)")
+    p.add_argument("--skip-faults", action="store_true", help="no faults-under-load run (benchmarks/faults.py)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default benchmarks/results)")
     p.add_argument(
         "--baseline",
         action="append",
         default=[],
-        metavar="NAME=DIR",
-        help="another model folder to time beside the served one (repeatable), e.g. the previous "
-        "default: per-message latency of both in the same rounds, and the ratio",
+        metavar="NAME=DIR[:VARIANT]",
+        help="another model folder (and graph: fp32 or int8) to time beside the served one (repeatable), e.g. "
+        "the previous default: per-message latency of both in the same rounds, and the ratio",
     )
     return p.parse_args(argv)
 
@@ -224,6 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from benchmarks.cases import measure
 
         result["cases"] = measure(n=500 if args.quick else 2000, existing=2000 if args.quick else 10_000)
+
+    if not args.skip_faults:
+        n = 5_000 if args.quick else 20_000
+        say(f"faults under load: {n} requests at c=16, 3 reloads (one tampered), database locked, kill -9")
+        from benchmarks.faults import run_faults
+
+        with tempfile.TemporaryDirectory(prefix="triage-bench-faults-") as tmp:
+            result["faults"] = run_faults(model, Path(tmp), sets.all, requests=n, concurrency=16)
 
     if not args.skip_training:
         if args.train_data.is_file():

@@ -36,10 +36,12 @@ def proc_status_mb(pid: int) -> dict[str, float]:
     return out
 
 
-def post_json(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+def post_json(
+    port: int, path: str, body: bytes, timeout: float = 30.0, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"} | (headers or {}))
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -48,34 +50,26 @@ def post_json(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple
 
 @dataclass
 class Server:
-    """One uvicorn process serving `model` on a free loopback port."""
+    """One uvicorn process serving `model` (None: the newest under TRIAGE_MODELS_DIR) on a loopback port."""
 
-    model: Path
+    model: Path | None
     cwd: Path
     log: Path
     extra_env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     cold_start_s: float = float("nan")
+    headers: dict[str, str] | None = None  # sent with the probe (an API key)
 
-    def start(self, probe: bytes, timeout: float = 180.0) -> float:
-        """Spawn the server and POST `probe` to /classify until the first 200; return that delay (s)."""
-        self.port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "triage",
-            "serve",
-            "--model",
-            str(self.model),
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--no-access-log",
-        ]
+    def start(self, probe: bytes, timeout: float = 180.0, port: int = 0) -> float:
+        """Spawn the server (on `port`, or a free one) and POST `probe` to /classify until the first 200;
+        return that delay (s)."""
+        self.port = port or free_port()
+        cmd = [sys.executable, "-m", "triage", "serve", "--host", HOST, "--port", str(self.port), "--no-access-log"]
+        if self.model is not None:
+            cmd += ["--model", str(self.model)]
         env = dict(os.environ) | (self.extra_env or {})
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:
             t0 = time.perf_counter()
             self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = t0 + timeout
@@ -83,7 +77,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}; see {self.log}")
             try:
-                status, _ = post_json(self.port, "/classify", probe, timeout=timeout)
+                status, _ = post_json(self.port, "/classify", probe, timeout=timeout, headers=self.headers)
             except (ConnectionError, OSError):
                 time.sleep(0.01)
                 continue
@@ -96,6 +90,12 @@ class Server:
     def memory_mb(self) -> dict[str, float]:
         assert self.proc is not None
         return proc_status_mb(self.proc.pid)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook, no flush."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=15)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -128,6 +128,7 @@ def run_load(
     duration: float,
     warmup: int,
     latencies: bool = False,
+    headers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run `python -m benchmarks.load` in its own process; return its JSON result."""
     cmd = [
@@ -147,6 +148,8 @@ def run_load(
         "--warmup",
         str(warmup),
     ] + (["--latencies"] if latencies else [])
+    for header in headers:
+        cmd += ["--header", header]
     out = subprocess.run(
         cmd,
         cwd=Path(__file__).resolve().parent.parent,
@@ -220,23 +223,34 @@ def http_benchmark(
         [{"messages": [{"text": t} for t in rng.sample(list(texts), batch_size)]} for _ in range(24)],
     )
     var = workdir / "var"
-    env = {"TRIAGE_VAR_DIR": str(var), "TRIAGE_DATABASE_URL": f"sqlite:///{var / 'bench.db'}"}
+    # as deployed: API keys required (the key check and the request's metrics are part of the latency)
+    from serving.keys import create_key
+
+    key, _ = create_key(workdir / "api-keys", "bench", ["classify"])
+    auth = [f"Authorization: Bearer {key}"]
+    env = {
+        "TRIAGE_VAR_DIR": str(var),
+        "TRIAGE_DATABASE_URL": f"sqlite:///{var / 'bench.db'}",
+        "TRIAGE_API_KEYS_FILE": str(workdir / "api-keys"),
+    }
     repo = Path(__file__).resolve().parent.parent
     probe = json.dumps({"text": texts[0]}).encode()
     c, d = plan.concurrency, plan.duration
     runs: dict[str, list[dict[str, Any]]] = {"classify_c1": [], f"classify_c{c}": [], "batch_c1": [], f"batch_c{c}": []}
-    with Server(model, cwd=repo, log=workdir / "server.log", extra_env=env) as server:
+    headers = {"Authorization": f"Bearer {key}"}
+    with Server(model, cwd=repo, log=workdir / "server.log", extra_env=env, headers=headers) as server:
         cold = server.start(probe)
-        run_load(server.port, "/classify", single, 1, plan.warmup, d, 0)
-        run_load(server.port, "/classify/batch", batch, 2, 4, d, 0)
+        run_load(server.port, "/classify", single, 1, plan.warmup, d, 0, headers=auth)
+        run_load(server.port, "/classify/batch", batch, 2, 4, d, 0, headers=auth)
         warm = server.memory_mb()
+        p = server.port
         for _ in range(plan.rounds):
             if before_c1:
                 before_c1()
-            runs["classify_c1"].append(run_load(server.port, "/classify", single, 1, plan.single_c1, d, 2, True))
-            runs[f"classify_c{c}"].append(run_load(server.port, "/classify", single, c, plan.single_cn, d, 2, True))
-            runs[f"batch_c{c}"].append(run_load(server.port, "/classify/batch", batch, c, plan.batch_cn, d, 1, True))
-            runs["batch_c1"].append(run_load(server.port, "/classify/batch", batch, 1, plan.batch_c1, d, 1, True))
+            runs["classify_c1"].append(run_load(p, "/classify", single, 1, plan.single_c1, d, 2, True, auth))
+            runs[f"classify_c{c}"].append(run_load(p, "/classify", single, c, plan.single_cn, d, 2, True, auth))
+            runs[f"batch_c{c}"].append(run_load(p, "/classify/batch", batch, c, plan.batch_cn, d, 1, True, auth))
+            runs["batch_c1"].append(run_load(p, "/classify/batch", batch, 1, plan.batch_c1, d, 1, True, auth))
         after = server.memory_mb()
         server_pid = server.proc.pid if server.proc else None
     result: dict[str, Any] = {key: pooled(v) for key, v in runs.items()}

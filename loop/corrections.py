@@ -77,6 +77,23 @@ def write_corrections(path: Path, rows: Sequence[Mapping[str, str]]) -> None:
         writer.writerows(rows)
 
 
+def forget_corrections(path: Path, request_ids: Iterable[str], order_id: str, remove: bool = False) -> list[int]:
+    """The line numbers of the corrections that came from `request_ids` or name order `order_id` (its field
+    or its text): a buyer's erasure request reaches the training data too. `remove` rewrites the file
+    without them."""
+    ids = set(request_ids)
+    rows = read_corrections(path)
+    hits = [
+        i
+        for i, r in enumerate(rows)
+        if r.get("request_id") in ids or (order_id and (r.get("order_id") == order_id or order_id in r.get("text", "")))
+    ]
+    if remove and hits:
+        drop = set(hits)
+        write_corrections(path, [r for i, r in enumerate(rows) if i not in drop])
+    return [i + 2 for i in hits]  # line 1 is the header
+
+
 @dataclass(frozen=True)
 class Pulled:
     """The corrections file after a pull, and what the pull changed."""

@@ -31,6 +31,7 @@ class PushResult:
     by_reason: dict[str, int]
     already_sent: int
     waiting: int  # messages still waiting (beyond --limit)
+    no_text: int = 0  # logged without their text (TRIAGE_LOG_TEXT=hash): nothing to send
 
     def report(self) -> str:
         made = "created" if self.project_created else "reused"
@@ -42,6 +43,11 @@ class PushResult:
         ]
         if self.waiting:
             lines.append(f"{self.waiting} more message(s) wait for the next push (--limit sends more)")
+        if self.no_text:
+            lines.append(
+                f"{self.no_text} logged message(s) have no text (logged with TRIAGE_LOG_TEXT=hash): nothing to "
+                "send for them; log with `redacted` or `full` to label new traffic"
+            )
         return "\n".join(lines)
 
 
@@ -62,7 +68,8 @@ def push(settings: Settings, limit: int = DEFAULT_LIMIT, client: LabelStudioClie
         known = plog.sent_keys(project_id)
         plog.mark_sent(project_id, [(k, t, None) for k, t in in_project.items() if k not in known])
         sent_before = plog.sent_keys(project_id)
-        unsent = plog.list_predictions(exclude_sent_to=project_id)
+        logged = plog.list_predictions(exclude_sent_to=project_id)
+        unsent = [p for p in logged if p.text]
         queue = tasks.prioritize(unsent, exclude_keys=sent_before)
         batch = queue[:limit]
         ids = ls.import_tasks(project_id, [tasks.to_task(p) for p in batch])
@@ -77,4 +84,5 @@ def push(settings: Settings, limit: int = DEFAULT_LIMIT, client: LabelStudioClie
         dict(Counter(tasks.reason(p) for p in batch)),
         len(sent_before),
         len(queue) - len(batch),
+        len(logged) - len(unsent),
     )

@@ -6,6 +6,9 @@ triage policy on top: consistent risk / claim_type, `needs_review`.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import json
 import os
 from collections.abc import Sequence
@@ -90,6 +93,24 @@ def inference_slots(threads: int = 0) -> int:
     return max(1, cores // intra_op_threads(threads))
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system (glibc keeps freed heap pages otherwise)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def session_options(threads: int = 0) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -133,6 +154,12 @@ class ModelBundle:
             providers=["CPUExecutionProvider"],
         )
         self._outputs = ["embedding"] + [f"probs_{name}" for name in self.heads]
+
+    def close(self) -> None:
+        """Drop the onnxruntime session and the tokenizer (the model's memory) now, whoever still holds the
+        bundle."""
+        self.__dict__.pop("session", None)
+        self.__dict__.pop("tokenizer", None)
 
     def run(self, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """One onnxruntime call: `ids` are the token ids of `texts`."""

@@ -115,8 +115,18 @@ class VersionResponse(BaseModel):
     created_at: str
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="Where: a dotted path in the body (`messages.3.text`), or `body`.")
+    msg: str = Field(description="What is wrong with it.")
+    type: str = Field(description="Which kind of problem (pydantic's error type).")
+
+
 class ErrorResponse(BaseModel):
-    detail: str | list[dict[str, object]]
+    """Every error answer: what to fix; for validation errors also the (first) field and every problem."""
+
+    detail: str = Field(description="What went wrong and what to do about it.")
+    field: str | None = Field(default=None, description="The first invalid field (validation errors).")
+    errors: list[FieldError] | None = Field(default=None, description="Every problem (validation errors).")
 
 
 class FeedbackRequest(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -11,7 +12,7 @@ from serving.clock import as_utc, system_clock
 from serving.keywords import keyword_triage
 from serving.labels import CRISIS_TAG, EVIDENCE, QUEUES, SLA
 from serving.language import detect_language
-from serving.model import Classifier, ModelError, find_latest
+from serving.model import Classifier, ModelError, find_latest, release_memory
 from serving.prediction import Prediction
 from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
 from serving.settings import Settings
@@ -53,17 +54,38 @@ class TriageService:
         self.classifier = classifier
         self.source = source
         self.registry_version = registry_version
+        self.in_use = 0  # requests classifying with it now (counted on the event loop)
 
     @property
     def model_version(self) -> str:
         return self.classifier.version
 
-    def classify(self, requests: Sequence[ClassifyRequest], now: datetime | None = None) -> list[ClassifyResponse]:
-        """One onnxruntime pass for all `requests` (grouped by length), one answer each; SLAs run from `now`
-        (default: the system clock) for requests without `received_at`."""
+    def classify(
+        self,
+        requests: Sequence[ClassifyRequest],
+        request_ids: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> list[ClassifyResponse]:
+        """One onnxruntime pass for all `requests` (grouped by length), one answer each (with `request_ids`
+        if given, else new ones); SLAs run from `now` (default: the system clock) for requests without
+        `received_at`."""
         preds = self.classifier.predict([r.text for r in requests])
         now = now or system_clock()
-        return [respond(r, p, self.model_version, now) for r, p in zip(requests, preds, strict=True)]
+        ids: Sequence[str | None] = request_ids or [None] * len(requests)
+        return [respond(r, p, self.model_version, now, rid) for r, p, rid in zip(requests, preds, ids, strict=True)]
+
+
+def retire(old: TriageService, grace: float = 2.0, poll: float = 0.1) -> None:
+    """Free a swapped-out model: once no request uses it (and at least `grace` seconds after the swap, so a
+    request that picked it just before is counted), drop its onnxruntime session and give the memory back.
+
+    Measured without it: RSS +110 MB after the first reload and staying there (something kept the previous
+    service alive); with it, a reload costs nothing once done (benchmarks/faults.py)."""
+    time.sleep(grace)
+    while old.in_use:
+        time.sleep(poll)
+    old.classifier.bundle.close()
+    release_memory()
 
 
 # What the app calls to (re)load its model: at start and at every POST /admin/reload.

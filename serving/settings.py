@@ -102,8 +102,39 @@ class Settings(BaseSettings):
         "`threads` cores at a time, so concurrent requests share the cores.",
     )
 
+    # access: API keys and scopes (serving.keys)
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of hashed API keys (`triage keys create`). None: no keys, the service runs open, "
+        "and only on a loopback address unless allow_open is set.",
+    )
+    allow_open: bool = Field(
+        default=False, description="Serve without API keys on a non-loopback address (open access is intended)."
+    )
+    metrics_public: bool = Field(default=False, description="GET /metrics without a key (else the admin scope)")
+
+    # operations
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Application logs: one JSON object per line, or plain text for local use."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(default=True, description="One log line per HTTP request (never its body).")
+    drain_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM: seconds to let requests in flight finish (new ones get 503) before exiting.",
+    )
+
     # prediction log and labeling loop
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite in var_dir")
+    database_timeout: float = Field(
+        default=10.0, gt=0, description="seconds a write waits for a busy database before the request gets 503"
+    )
+    log_text: Literal["full", "redacted", "hash"] = Field(
+        default="redacted",
+        description="What the prediction log keeps of a message: the text as sent, the text with e-mail "
+        "addresses, phone numbers, IBANs and card numbers masked, or no text (its hash only).",
+    )
     label_studio_url: str = "http://127.0.0.1:8080"
     label_studio_token: SecretStr = SecretStr("")
     label_studio_project: str = "triage corrections"

@@ -154,16 +154,48 @@ def triage_cli(tmp_path_factory: pytest.TempPathFactory) -> TriageCli:
     return run
 
 
+@dataclass(frozen=True)
+class ApiKeys:
+    """A key file made with `serving.keys.create_key`, and the keys it was made with (name -> key)."""
+
+    file: Path
+    keys: dict[str, str]
+
+    def header(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[name]}"}
+
+
+# name -> scopes of the session's keys
+KEY_SCOPES = {
+    "all": ("classify", "feedback", "admin"),
+    "helpdesk": ("classify",),
+    "agents": ("feedback",),
+    "ops": ("admin",),
+}
+
+
 @pytest.fixture(scope="session")
-def api_url(triage_model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a real `triage serve` (uvicorn) process on the session model; always terminated."""
-    with triage_server(str(triage_model.folder), clean_env(), cwd=tmp_path_factory.mktemp("server"), wait=90) as url:
+def api_keys(tmp_path_factory: pytest.TempPathFactory) -> ApiKeys:
+    """A hashed key file with a key per scope and one with all three."""
+    from serving.keys import create_key
+
+    file = tmp_path_factory.mktemp("keys") / "api-keys"
+    return ApiKeys(file, {name: create_key(file, name, scopes)[0] for name, scopes in KEY_SCOPES.items()})
+
+
+@pytest.fixture(scope="session")
+def api_url(triage_model: TrainedModel, api_keys: ApiKeys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a real `triage serve` (uvicorn) process on the session model, keys required (the session
+    key file); always terminated."""
+    env = clean_env() | {"TRIAGE_API_KEYS_FILE": str(api_keys.file)}
+    with triage_server(str(triage_model.folder), env, cwd=tmp_path_factory.mktemp("server"), wait=90) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def api(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=60) as client:
+def api(api_url: str, api_keys: ApiKeys) -> Iterator[httpx.Client]:
+    """A client of the session server with the key that holds every scope."""
+    with httpx.Client(base_url=api_url, timeout=60, headers=api_keys.header("all")) as client:
         yield client
 
 

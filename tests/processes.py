@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,41 +53,74 @@ def run_triage(
     )
 
 
+@dataclass
+class Served:
+    """A running `triage serve` process: its URL, the process and its log file."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"triage serve exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"triage serve did not answer /health within {wait} s:\n{log.read_text()}")
+        time.sleep(0.2)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=20)
+
+
+@contextmanager
+def serve_process(
+    model: str | None,
+    env: Mapping[str, str],
+    cwd: Path,
+    wait: float = 180,
+    args: Sequence[str] = ("--no-access-log",),
+    port: int | None = None,
+) -> Iterator[Served]:
+    """`triage serve [--model MODEL] ARGS` on 127.0.0.1 and a free port; yields it once /health answers and
+    always stops it."""
+    port = port or free_port()
+    log_path = cwd / f"serve-{port}-{time.monotonic_ns()}.log"
+    cmd = [sys.executable, "-m", "triage", "serve", "--port", str(port), *args]
+    if model:
+        cmd += ["--model", model]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT)
+    served = Served(f"http://127.0.0.1:{port}", proc, log_path)
+    try:
+        wait_healthy(served.url, proc, log_path, wait)
+        yield served
+    finally:
+        stop(proc)
+
+
 @contextmanager
 def triage_server(model: str, env: Mapping[str, str], cwd: Path, wait: float = 180) -> Iterator[str]:
     """`triage serve --model MODEL` on a free port; yields its base URL once /health answers."""
-    port = free_port()
-    log_path = cwd / f"serve-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "triage", "serve", "--model", model, "--port", str(port), "--no-access-log"],
-            cwd=cwd,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"triage serve exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"triage serve did not answer /health within {wait} s:\n{log_path.read_text()}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
+    with serve_process(model, env, cwd, wait) as served:
+        yield served.url
 
 
 @dataclass
@@ -96,6 +129,7 @@ class Traffic:
 
     url: str
     text: str = "Bonjour, où en est ma commande ? Merci"
+    headers: dict[str, str] = field(default_factory=dict)
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     versions: set[str] = field(default_factory=set)
@@ -103,7 +137,7 @@ class Traffic:
     _thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
+        with httpx.Client(base_url=self.url, timeout=60, headers=self.headers) as client:
             while not self._stop.is_set():
                 try:
                     r = client.post("/classify", json={"text": self.text})

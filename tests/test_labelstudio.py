@@ -26,6 +26,7 @@ from loop.push import push
 from loop.tasks import REASONS, prioritize
 from serving.labels import message_key
 from serving.predlog import PredictionLog
+from serving.schemas import ClassifyRequest, ClassifyResponse
 from serving.settings import Settings
 from tests.conftest import TrainedModel
 from tests.processes import clean_env, free_port
@@ -159,6 +160,19 @@ def test_pushing_again_sends_nothing_new(loop: Loop) -> None:
     again = push(loop.settings)
     assert (again.sent, again.task_ids, again.already_sent) == (0, [], len(MESSAGES))
     assert len(project_tasks(loop)) == before
+
+
+def test_messages_logged_without_text_are_not_sent_and_the_push_says_so(loop: Loop) -> None:
+    hashed = PredictionLog(loop.settings.db_url, text="hash")  # TRIAGE_LOG_TEXT=hash
+    answer = loop.app.post("/classify", json={"text": "Où est mon colis ?"}).json()
+    req = ClassifyRequest(text="Le colis n'est jamais arrivé, je vais ouvrir un litige.")
+    hashed.record([req], [ClassifyResponse(**(answer | {"request_id": uuid.uuid4().hex}))])
+    hashed.close()
+    before = len(project_tasks(loop))
+    result = push(loop.settings)
+    assert result.no_text == 1 and "1 logged message(s) have no text" in result.report()
+    sent = project_tasks(loop)[before:]
+    assert all(t["data"]["text"] for t in sent) and len(sent) == result.sent <= 1  # the /classify one, not the hash one
 
 
 def choice(name: str, value: str) -> dict[str, object]:

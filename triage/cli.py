@@ -12,11 +12,15 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serving.errors import TriageError
 from serving.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.predlog import Removed
 
 log = logging.getLogger("triage")
 
@@ -116,15 +120,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 # -- serve / classify --------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from serving.app import create_app
+    from serving.app import create_app, serve
+    from serving.keys import KeyRing, access_mode
 
     s = _settings()
     updates: dict[str, Any] = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
     if args.model:
         updates["model"] = args.model
+    if args.no_access_log:
+        updates["access_log"] = False
     s = s.model_copy(update=updates)
+    access_mode(s.host, KeyRing.load(s.api_keys_file), s.allow_open)  # refuse before loading anything
     if args.train_if_missing and not s.model:
         from serving.model import ModelError, find_latest
 
@@ -133,13 +139,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         except ModelError:
             print(f"no model under {s.models_dir}/: training the default model first", file=sys.stderr)
             cmd_train(build_parser().parse_args(["train"]))  # `triage train` with its defaults
+    if not s.model:
+        from serving.model import find_latest
+
+        find_latest(s.models_dir)  # no model: say so now, not in a traceback from uvicorn's startup
     loader = None
     if s.model and s.model.startswith("models:/"):
         from loop.download import registry_loader
 
         loader = registry_loader(s)
-    app = create_app(s, loader)
-    uvicorn.run(app, host=s.host, port=s.port, log_level="info", access_log=not args.no_access_log)
+    serve(create_app(s, loader), s)
     return 0
 
 
@@ -241,6 +250,106 @@ def cmd_replies_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- keys / log (access and retention) -------------------------------------------------------------
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from serving.keys import create_key
+
+    s = _settings()
+    path = args.file or s.api_keys_file
+    if path is None:
+        raise UsageError("no key file: set TRIAGE_API_KEYS_FILE (the service reads it) or give --file")
+    key, entry = create_key(Path(path), args.name, args.scopes.split(","))
+    print(f"created key {entry.name!r} with scope(s) {', '.join(sorted(entry.scopes))}; its hash is in {path}")
+    print("this is the only time the key is shown: store it now (clients send 'Authorization: Bearer <key>');")
+    print("a running service accepts it after POST /admin/reload or a restart")
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from serving.keys import read_keys
+
+    s = _settings()
+    path = args.file or s.api_keys_file
+    if path is None:
+        raise UsageError("no key file: set TRIAGE_API_KEYS_FILE or give --file")
+    for k in read_keys(Path(path)):
+        print(f"{k.name}\t{','.join(sorted(k.scopes))}")
+    return 0
+
+
+def _age(value: str) -> timedelta:
+    units = {"d": "days", "h": "hours", "w": "weeks"}
+    if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit() or int(value[:-1]) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a whole number and a unit, e.g. 90d, 12w or 36h")
+    return timedelta(**{units[value[-1]]: int(value[:-1])})
+
+
+def _removed_report(what: str, removed: Removed, dry_run: bool) -> list[str]:
+    verb = "would remove" if dry_run else "removed"
+    lines = [
+        f"{what}: {verb} {removed.predictions} prediction(s), {removed.feedback} feedback report(s) and "
+        f"{removed.label_tasks} Label Studio reference(s)"
+    ]
+    if removed.tasks:
+        by_project: dict[int, list[int]] = {}
+        for project, task in removed.tasks:
+            by_project.setdefault(project, []).append(task)
+        where = "; ".join(f"project {p}: tasks {', '.join(map(str, sorted(t)))}" for p, t in sorted(by_project.items()))
+        lines.append(f"these messages were sent to Label Studio and are still there ({where}): delete them there")
+    return lines
+
+
+def cmd_log_prune(args: argparse.Namespace) -> int:
+    from serving.predlog import PredictionLog
+
+    s = _settings()
+    before = datetime.now(UTC) - args.older_than
+    plog = PredictionLog.open(s.db_url)
+    try:
+        removed = plog.prune(before, dry_run=args.dry_run)
+    finally:
+        plog.close()
+    for line in _removed_report(f"logged before {before:%Y-%m-%d %H:%M} UTC", removed, args.dry_run):
+        print(line)
+    return 0
+
+
+def cmd_log_forget(args: argparse.Namespace) -> int:
+    from serving.predlog import PredictionLog
+
+    s = _settings()
+    plog = PredictionLog.open(s.db_url)
+    try:
+        removed = plog.forget(args.order_id, dry_run=args.dry_run)
+    finally:
+        plog.close()
+    for line in _removed_report(f"order {args.order_id}", removed, args.dry_run):
+        print(line)
+    corrections = s.data_dir / "corrections.csv"
+    if corrections.is_file():
+        from loop.corrections import forget_corrections
+
+        found = forget_corrections(
+            corrections, removed.request_ids, args.order_id, remove=args.purge_corrections and not args.dry_run
+        )
+        if found:
+            lines = ", ".join(str(n) for n in found)
+            if args.purge_corrections and not args.dry_run:
+                print(
+                    f"{corrections}: removed {len(found)} correction(s) (lines {lines}) pulled from these predictions;"
+                )
+            else:
+                print(
+                    f"{corrections}: {len(found)} correction(s) (lines {lines}) came from these predictions and are "
+                    "training data now: --purge-corrections removes them;"
+                )
+            print("models retrained since they were pulled learned from them: run `triage retrain` after removing them")
+        else:
+            print(f"{corrections}: no correction came from these predictions")
+    return 0
+
+
 def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a positive whole number")
@@ -313,6 +422,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (default 8000)")
     s.add_argument("--train-if-missing", action="store_true", help="train the default model first if none exists")
     s.add_argument("--no-access-log", action="store_true", help="no per-request log lines")
+
+    k = sub.add_parser(
+        "keys",
+        help="API keys: create one (shown once; its hash goes to TRIAGE_API_KEYS_FILE), list them.",
+        description="API keys of the service (TRIAGE_API_KEYS_FILE holds their hashes, never the keys).",
+    )
+    ksub = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kc = ksub.add_parser("create", help="Create a key; prints it once, alone on the last line.")
+    kc.add_argument("name", help="who uses it (a client, a team, a person); it appears in logs, never the key")
+    kc.add_argument("--scopes", required=True, help="comma-separated: classify, feedback, admin")
+    kc.add_argument("--file", type=Path, help="key file (default: TRIAGE_API_KEYS_FILE)")
+    kc.set_defaults(func=cmd_keys_create)
+    kl = ksub.add_parser("list", help="The keys' names and scopes.")
+    kl.add_argument("--file", type=Path, help="key file (default: TRIAGE_API_KEYS_FILE)")
+    kl.set_defaults(func=cmd_keys_list)
+
+    g = sub.add_parser(
+        "log",
+        help="Retention of the prediction log: prune old predictions, forget a buyer's.",
+        description="Retention of the prediction log (TRIAGE_DATABASE_URL).",
+    )
+    gsub = g.add_subparsers(dest="log_command", required=True, metavar="ACTION")
+    gp = gsub.add_parser(
+        "prune", help="Remove predictions older than an age, with their feedback and Label Studio references."
+    )
+    gp.add_argument("--older-than", type=_age, required=True, metavar="AGE", help="e.g. 90d, 12w, 36h")
+    gp.add_argument("--dry-run", action="store_true", help="report what would go, remove nothing")
+    gp.set_defaults(func=cmd_log_prune)
+    gf = gsub.add_parser(
+        "forget",
+        help="A buyer's erasure request: remove every prediction of an order (order_id field or in the text), "
+        "its feedback and Label Studio references; report corrections already pulled into training data.",
+    )
+    gf.add_argument("--order-id", required=True, help="the buyer's order id")
+    gf.add_argument("--dry-run", action="store_true", help="report what would go, remove nothing")
+    gf.add_argument(
+        "--purge-corrections", action="store_true", help="also remove the matching rows of data/corrections.csv"
+    )
+    gf.set_defaults(func=cmd_log_forget)
 
     c = add("classify", cmd_classify, "Classify messages on the command line; prints the /classify JSON.")
     c.add_argument("text", nargs="*", help="message(s); none: one message per line on standard input")
