@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,53 +86,77 @@ def finetune(
     share (the claim type); the `classify` objective also needs each message's `risks`."""
     if len(set(labels)) < 2:
         raise ValueError("fine-tuning needs at least two labels")
+    torch.manual_seed(cfg.seed)
     if cfg.objective == "classify":
         if risks is None:
             raise ValueError("the classify objective needs the risk of every message")
-        return _finetune_classify(encoder, texts, risks, labels, cfg, progress)
-    torch.manual_seed(cfg.seed)
+        return _classify(encoder, texts, risks, labels, cfg, progress)
+    return _pairs(encoder, texts, labels, cfg, progress)
+
+
+def _embed(encoder: Encoder, texts: Sequence[str]) -> torch.Tensor:
+    """Embeddings of `texts` with gradients (the encoder in training mode)."""
     model = encoder.model
+    return model(model.preprocess([encoder.prefix + t for t in texts]))["sentence_embedding"]
+
+
+def _optimise(
+    encoder: Encoder, groups: list[dict[str, Any]], losses: Iterator[torch.Tensor], steps: int, progress: bool
+) -> dict[str, float]:
+    """The loop both objectives share: AdamW over `groups` (the encoder's trainable weights first), a linear
+    decay to zero over `steps`, one step per loss `losses` yields; the encoder back in eval mode, frozen,
+    whatever happens."""
     params = encoder.trainable()
     for p in params:
         p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    pairs = make_pairs(labels, cfg.pairs_per_message, cfg.seed)
-    steps = cfg.epochs * ((len(pairs) + cfg.batch_size - 1) // cfg.batch_size)
+    optimizer = torch.optim.AdamW(groups)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / max(1, steps)))
     bar = tqdm(total=steps, desc="fine-tuning", disable=not progress)
-    model.train()
-    started, losses = time.perf_counter(), []
+    encoder.model.train()
+    started, seen = time.perf_counter(), []
     try:
+        for loss in losses:
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            seen.append(float(loss.detach()))
+            bar.update()
+            bar.set_postfix(loss=f"{np.mean(seen[-50:]):.4f}")
+    finally:
+        bar.close()
+        encoder.model.eval()
+        for p in params:
+            p.requires_grad_(False)
+    return {
+        "steps": float(len(seen)),
+        "final_loss": float(np.mean(seen[-50:])) if seen else float("nan"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _pairs(
+    encoder: Encoder, texts: Sequence[str], labels: Sequence[str], cfg: FinetuneConfig, progress: bool
+) -> dict[str, float]:
+    """SetFit: the squared error between each pair's cosine and 1 (same label) or 0 (different)."""
+    pairs = make_pairs(labels, cfg.pairs_per_message, cfg.seed)
+
+    def losses() -> Iterator[torch.Tensor]:
         for epoch in range(cfg.epochs):
             order = pairs if epoch == 0 else random.Random(cfg.seed + epoch).sample(pairs, len(pairs))
             for start in range(0, len(order), cfg.batch_size):
                 batch = order[start : start + cfg.batch_size]
                 idx = sorted({k for i, j, _ in batch for k in (i, j)})
                 where = {k: n for n, k in enumerate(idx)}
-                features = model.preprocess([encoder.prefix + texts[k] for k in idx])
-                emb = model(features)["sentence_embedding"]
+                emb = _embed(encoder, [texts[k] for k in idx])
                 a = emb[[where[i] for i, _, _ in batch]]
                 b = emb[[where[j] for _, j, _ in batch]]
                 target = torch.tensor([t for _, _, t in batch], dtype=emb.dtype)
-                loss = torch.nn.functional.mse_loss(torch.cosine_similarity(a, b), target)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(float(loss.detach()))
-                bar.update()
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    finally:
-        bar.close()
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-    return {
-        "pairs": float(len(pairs)),
-        "steps": float(steps),
-        "final_loss": float(np.mean(losses[-50:])),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+                yield torch.nn.functional.mse_loss(torch.cosine_similarity(a, b), target)
+
+    steps = cfg.epochs * ((len(pairs) + cfg.batch_size - 1) // cfg.batch_size)
+    groups = [{"params": encoder.trainable(), "lr": cfg.learning_rate}]
+    return {"pairs": float(len(pairs))} | _optimise(encoder, groups, losses(), steps, progress)
 
 
 def _class_weights(y: np.ndarray, k: int) -> torch.Tensor:
@@ -139,7 +164,7 @@ def _class_weights(y: np.ndarray, k: int) -> torch.Tensor:
     return torch.tensor(len(y) / (k * np.maximum(counts, 1.0)), dtype=torch.float32)
 
 
-def _finetune_classify(
+def _classify(
     encoder: Encoder,
     texts: Sequence[str],
     risks: Sequence[str],
@@ -149,9 +174,6 @@ def _finetune_classify(
 ) -> dict[str, float]:
     """End to end under temporary linear layers: balanced cross-entropy on risk (every message) plus claim
     type (Tier-1 messages, `none` excluded)."""
-    torch.manual_seed(cfg.seed)
-    model = encoder.model
-    params = encoder.trainable()
     risk_names = sorted(set(risks))
     ground_names = sorted({g for g in grounds if g != "none"})
     y_risk = np.array([risk_names.index(r) for r in risks])
@@ -162,46 +184,21 @@ def _finetune_classify(
     ground_loss = torch.nn.CrossEntropyLoss(
         weight=_class_weights(y_ground[y_ground >= 0], max(1, len(ground_names))), ignore_index=-100
     )
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": params, "lr": cfg.learning_rate},
-            {"params": [*risk_layer.parameters(), *ground_layer.parameters()], "lr": 1e-2},
-        ]
-    )
     rng = np.random.default_rng(cfg.seed)
-    steps = cfg.epochs * ((len(texts) + cfg.batch_size - 1) // cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / max(1, steps)))
-    bar = tqdm(total=steps, desc="fine-tuning", disable=not progress)
-    model.train()
-    started, losses = time.perf_counter(), []
-    try:
+
+    def losses() -> Iterator[torch.Tensor]:
         for _ in range(cfg.epochs):
             order = rng.permutation(len(texts))
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
-                features = model.preprocess([encoder.prefix + texts[i] for i in idx])
-                emb = model(features)["sentence_embedding"]
+                emb = _embed(encoder, [texts[i] for i in idx])
                 loss = risk_loss(risk_layer(emb), torch.from_numpy(y_risk[idx]))
                 g = torch.from_numpy(y_ground[idx])
-                if (g >= 0).any():
-                    loss = loss + ground_loss(ground_layer(emb), g)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(float(loss.detach()))
-                bar.update()
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-    finally:
-        bar.close()
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-    return {
-        "messages": float(len(texts)),
-        "steps": float(steps),
-        "final_loss": float(np.mean(losses[-50:])),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+                yield loss + ground_loss(ground_layer(emb), g) if (g >= 0).any() else loss
+
+    steps = cfg.epochs * ((len(texts) + cfg.batch_size - 1) // cfg.batch_size)
+    groups = [
+        {"params": encoder.trainable(), "lr": cfg.learning_rate},
+        {"params": [*risk_layer.parameters(), *ground_layer.parameters()], "lr": 1e-2},
+    ]
+    return {"messages": float(len(texts))} | _optimise(encoder, groups, losses(), steps, progress)
