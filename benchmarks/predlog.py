@@ -20,8 +20,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from serving.labels import CLAIM_TYPES, RISKS
+from serving.prediction import Prediction
 from serving.predlog import PredictionLog
-from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
+from serving.schemas import ClassifyRequest, ClassifyResponse
+from serving.service import respond
 
 TEXT = (
     "Bonjour, commande 171-2233445-6677889 toujours pas reçue, livraison prévue le 12 mars. "
@@ -30,22 +32,8 @@ TEXT = (
 
 
 def response(i: int) -> ClassifyResponse:
-    return ClassifyResponse(
-        request_id=f"{i:032x}",
-        risk="at_risk",
-        risk_scores={r: 1 / 3 for r in RISKS},
-        claim_type="not_received",
-        claim_type_scores={c: 1 / 7 for c in CLAIM_TYPES},
-        tier=1,
-        queue="tier1-escalation",
-        tags=[],
-        sla_due_at=datetime.now(UTC),
-        evidence=["tracking number"],
-        language="fr",
-        needs_review=False,
-        keyword_triage=KeywordTriageResult(tier=1, risk="claim_filed", claim_type="other"),
-        model_version="20261127-000000-usem3",
-    )
+    pred = Prediction("at_risk", "not_received", {r: 1 / 3 for r in RISKS}, {c: 1 / 7 for c in CLAIM_TYPES})
+    return respond(ClassifyRequest(text=TEXT), pred, "20261127-000000-usem3", datetime.now(UTC), f"{i:032x}")
 
 
 def timed(fn: Callable[[], None], n: int) -> list[float]:

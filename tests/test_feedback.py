@@ -11,8 +11,10 @@ from fastapi.testclient import TestClient
 
 from serving.feedback import resolve_feedback
 from serving.labels import CLAIM_TYPES, RISKS, ClaimType, Risk
+from serving.prediction import Prediction
 from serving.predlog import PredictionLog
-from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
+from serving.schemas import ClassifyRequest
+from serving.service import respond
 from serving.settings import Settings
 from tests.conftest import TrainedModel
 
@@ -28,22 +30,10 @@ def app_and_log(triage_model: TrainedModel, tmp_path: Path) -> Iterator[tuple[Te
 
 def logged(plog: PredictionLog, rid: str, risk: Risk, claim_type: ClaimType) -> str:
     """A prediction with known labels, recorded as the service records one."""
-    res = ClassifyResponse(
-        request_id=rid,
-        risk=risk,
-        risk_scores={r: float(r == risk) for r in RISKS},
-        claim_type=claim_type,
-        claim_type_scores={c: float(c == claim_type) for c in CLAIM_TYPES},
-        tier=1 if risk != "routine" else 2,
-        queue="q",
-        tags=[],
-        sla_due_at=datetime.now(UTC),
-        evidence=[],
-        language="fr",
-        needs_review=False,
-        keyword_triage=KeywordTriageResult(tier=2, risk="routine", claim_type="none"),
-        model_version="v-test",
+    pred = Prediction(
+        risk, claim_type, {r: float(r == risk) for r in RISKS}, {c: float(c == claim_type) for c in CLAIM_TYPES}
     )
+    res = respond(ClassifyRequest(text=f"message {rid}"), pred, "v-test", datetime.now(UTC), rid)
     plog.record([ClassifyRequest(text=f"message {rid}")], [res])
     return rid
 

@@ -10,8 +10,10 @@ import pandas as pd
 
 from loop.corrections import apply_corrections
 from serving.labels import CLAIM_TYPES, GROUNDS, RISKS, consistent, message_key, normalize_message, tier_of
+from serving.prediction import Prediction
 from serving.predlog import PredictionLog
-from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
+from serving.schemas import ClassifyRequest
+from serving.service import respond
 from serving.settings import Settings
 from training.train import TrainConfig, drop_overlap
 
@@ -63,25 +65,8 @@ def test_training_leaves_out_a_variant_of_a_test_message(tmp_path: Path) -> None
 def test_the_prediction_log_keys_the_variant_as_the_same_message(tmp_path: Path) -> None:
     plog = PredictionLog.open(f"sqlite:///{tmp_path / 'log.db'}")
     requests = [ClassifyRequest(text=t) for t in (TEST_MESSAGE, VARIANT)]
-    answers = [
-        ClassifyResponse(
-            request_id=f"r{i}",
-            risk="routine",
-            risk_scores={},
-            claim_type="none",
-            claim_type_scores={},
-            tier=2,
-            queue="tier2-general",
-            tags=[],
-            sla_due_at=datetime.now(UTC),
-            evidence=[],
-            language="fr",
-            needs_review=False,
-            keyword_triage=KeywordTriageResult(tier=2, risk="routine", claim_type="none"),
-            model_version="m",
-        )
-        for i in range(2)
-    ]
+    now = datetime.now(UTC)
+    answers = [respond(r, Prediction("routine", "none"), "m", now, f"r{i}") for i, r in enumerate(requests)]
     plog.record(requests, answers)
     keys = {p.text_key for p in plog.list_predictions()}
     plog.close()

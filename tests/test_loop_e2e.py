@@ -4,10 +4,10 @@ The test owns one scenario: parcels that arrived soaked by water, their contents
 is a small stratified subset of data/train.csv with every water-related message left out, so the first
 model has never seen the scenario, whatever the shipped data covers. A real uvicorn serves the champion
 from the registry; customers write about soaked parcels (the seed model gets most of them wrong: the
-routine queue, or another ground than damage); an agent reports one misroute; `triage label push` sends the tickets to Label Studio; a
-reviewer corrects them through the API; `triage label pull`; `triage retrain` trains, passes the gate and
-becomes champion; POST /admin/reload; /classify now answers a paraphrase it never saw the corrected way
-(Tier 1, damaged_defective).
+routine queue, or another ground than damage); an agent reports one misroute; `triage label push` sends
+the tickets to Label Studio; a reviewer corrects them through the API; `triage label pull`; `triage
+retrain` trains, passes the gate and becomes champion; POST /admin/reload; /classify now answers a
+paraphrase it never saw the corrected way (Tier 1, damaged_defective).
 """
 
 from __future__ import annotations

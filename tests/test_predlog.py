@@ -16,8 +16,10 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.labels import CLAIM_TYPES, RISKS, message_key
+from serving.prediction import Prediction
 from serving.predlog import PredictionLog, PredictionLogError, TextMode
-from serving.schemas import ClassifyRequest, ClassifyResponse, KeywordTriageResult
+from serving.schemas import ClassifyRequest, ClassifyResponse
+from serving.service import respond
 from serving.settings import Settings
 from tests.conftest import TrainedModel
 from tests.processes import clean_env, free_port, run_triage
@@ -174,22 +176,9 @@ PERSONAL = (
 
 
 def answer(rid: str) -> ClassifyResponse:
-    return ClassifyResponse(
-        request_id=rid,
-        risk="at_risk",
-        risk_scores={r: 1 / 3 for r in RISKS},
-        claim_type="not_received",
-        claim_type_scores={c: 1 / 7 for c in CLAIM_TYPES},
-        tier=1,
-        queue="tier1-escalation",
-        tags=[],
-        sla_due_at=datetime.now(UTC),
-        evidence=[],
-        language="fr",
-        needs_review=False,
-        keyword_triage=KeywordTriageResult(tier=2, risk="routine", claim_type="none"),
-        model_version="v-test",
-    )
+    scores: dict[str, float] = {r: 1 / 3 for r in RISKS}
+    pred = Prediction("at_risk", "not_received", scores, {c: 1 / 7 for c in CLAIM_TYPES})
+    return respond(ClassifyRequest(text="x"), pred, "v-test", datetime.now(UTC), rid)
 
 
 def record(plog: PredictionLog, rid: str, text: str, order_id: str | None = None, **kw: object) -> str:
