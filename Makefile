@@ -53,11 +53,11 @@ test: $(STAMP)
 	set -a && . var/label-studio/env && . var/mlflow-server/env && set +a && \
 	$(BIN)/python -m pytest
 
-## the unit tier: no model, no servers (~15 s)
+## the unit tier: no model, no servers (~40 s: a few tests run the CLI in a fresh process)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not model and not services"
 
-## the unit and model tiers: a small real model trained once, no servers (~3 min)
+## the unit and model tiers: a small real model trained once, no servers (~10 min with the fuzz and faults runs)
 test-model: $(STAMP)
 	$(BIN)/python -m pytest -m "not services"
 
