@@ -65,8 +65,13 @@ class Settings(BaseSettings):
         description="needs_review when the probability of the chosen Tier-1 claim type is below this",
     )
 
-    char_ngrams: bool = Field(default=False, description="heads read char n-gram TF-IDF beside the embedding")
-    ngram_weight: float = Field(default=0.5, gt=0, description="weight of the n-gram block against the embedding")
+    char_ngrams: bool = Field(default=True, description="char n-gram TF-IDF beside the embedding")
+    ngram_heads: Literal["claim_type", "all"] = Field(
+        default="claim_type",
+        description="which heads read the n-grams: the claim type alone (the risk head ranks real messages "
+        "better on the embedding alone: benchmarks/quality.py) or every head",
+    )
+    ngram_weight: float = Field(default=2.0, gt=0, description="weight of the n-gram block against the embedding")
     finetune: bool = Field(default=False, description="fine-tune the encoder (SetFit: contrastive pairs) first")
     finetune_objective: Literal["pairs", "classify"] = Field(
         default="pairs", description="pairs (SetFit contrastive pairs) or classify (cross-entropy, end to end)"

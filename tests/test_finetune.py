@@ -51,6 +51,7 @@ def tuned(triage_data: TriageData, tmp_path_factory: pytest.TempPathFactory) -> 
         cache_dir=root / "cache",
         progress=False,
         char_ngrams=True,
+        ngram_heads="all",  # the default reads them in the claim-type head only (test_train covers that)
         crossfit_folds=2,
         finetune=FinetuneConfig(pairs_per_message=1, batch_size=16, learning_rate=1e-4),
     )

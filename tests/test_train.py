@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,15 @@ from serving.files import sha256_file
 from serving.keywords import KeywordTriage
 from serving.labels import GROUNDS, RISKS, consistent
 from serving.model import Classifier, ModelBundle, ModelError
+from serving.ngrams import CharNgrams
 from training.data import load_dataset
 from training.encoders import Encoder
 from training.export import load_heads
+from training.features import build_features
+from training.heads import softmax
 from training.metrics import TRIAGE_KEYS, triage_report
 from training.onnx import ExportError
-from training.train import Trained, build_model, train
+from training.train import Trained, build_model, fit, train
 
 from .conftest import DATA, SHARED, TrainedModel, TriageCli, read_rows, stratified_subset, train_config
 
@@ -129,6 +133,32 @@ def test_predictions_are_consistent_on_the_whole_test_file(triage_model: Trained
             assert p.needs_review
         if p.risk != "routine":
             assert p.risk == max(("claim_filed", "at_risk"), key=p.risk_scores.__getitem__)
+
+
+def test_ngrams_for_the_claim_type_leave_the_routing_to_the_embedding(
+    triage_model: TrainedModel, use_encoder: Encoder
+) -> None:
+    """The default heads: char n-grams beside the embedding in the claim-type head only. The risk head, and
+    so the tier, is what the embedding alone gives; the served graph gives both heads as they were fitted."""
+    cfg = train_config(data=triage_model.data.train, test=None, cache_dir=triage_model.cache_dir, progress=False)
+    assert cfg.char_ngrams and cfg.ngram_heads == "claim_type"
+    with_ngrams, without = fit(cfg), fit(replace(cfg, char_ngrams=False))
+    assert with_ngrams.ngrams is not None and without.ngrams is None
+    (risk, ground), (risk_alone, ground_alone) = with_ngrams.heads, without.heads
+    dim = use_encoder.dim
+    assert risk.weight.shape == risk_alone.weight.shape and risk.weight.shape[0] == dim
+    assert np.allclose(risk.weight, risk_alone.weight, atol=1e-4)
+    assert ground.weight.shape[0] == dim + with_ngrams.ngrams.size > ground_alone.weight.shape[0]
+
+    config = read_json(triage_model.folder / "config.json")
+    assert config["training"]["ngram_heads"] == "claim_type" and config["ngrams"]["size"] > 100
+    texts = [r["text"] for r in triage_model.data.test_rows]
+    heads = load_heads(triage_model.folder, config)
+    ngrams = CharNgrams.load(triage_model.folder, config["ngrams"])
+    x = build_features(use_encoder.encode(texts), texts, ngrams, config["training"]["ngram_weight"])
+    probs = ModelBundle(triage_model.folder, "fp32").predict_proba(texts)
+    for head in heads:
+        assert np.abs(softmax(head.logits(x)) - probs[head.name]).max() < 1e-4, head.name
 
 
 def test_model_overfits_its_training_messages(triage_model: TrainedModel) -> None:

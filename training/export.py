@@ -64,6 +64,7 @@ def rebuild(
         tier1_band=config["review"].get("tier1_band", 0.0),
         char_ngrams="ngrams" in config,
         ngram_weight=tr.get("ngram_weight") or settings.ngram_weight,
+        ngram_heads=tr.get("ngram_heads") or "all",  # folders from before the setting: every head read them
         extra={"rebuilt_from": config["version"]},
     )
     encoder = load_encoder(cfg.encoder, cfg.cache_dir or settings.cache_dir)

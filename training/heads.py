@@ -35,6 +35,8 @@ class Head:
     oof_proba: np.ndarray | None = field(default=None, repr=False)
 
     def logits(self, x: Features) -> np.ndarray:
+        if x.shape[1] != self.weight.shape[0]:  # a head fitted on the embedding alone: its first columns
+            x = x[:, : self.weight.shape[0]]
         return np.asarray(x @ self.weight + self.bias, dtype=np.float32)
 
 

@@ -108,7 +108,9 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
         + ")",
         "- features: sentence embedding"
         + (
-            f" + char n-gram TF-IDF ({config['ngrams']['size']} n-grams, weight {tr['ngram_weight']})"
+            f" + char n-gram TF-IDF ({config['ngrams']['size']} n-grams, weight {tr['ngram_weight']}, read by "
+            + ("every head" if tr.get("ngram_heads", "all") == "all" else f"the `{tr['ngram_heads']}` head only")
+            + ")"
             if "ngrams" in config
             else ""
         ),

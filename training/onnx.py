@@ -63,9 +63,13 @@ class _ExportGraph(torch.nn.Module):
         self.weights = torch.nn.ParameterList([param(w) for w, _ in parts])
         self.biases = torch.nn.ParameterList([param(h.bias) for h in heads])
         if self.with_ngrams:
-            if any(n is None for _, n in parts):
-                raise ExportError("n-gram features are configured but a head has no n-gram weights")
-            self.ngram_weights = torch.nn.ParameterList([param(n) for _, n in parts if n is not None])
+            vocab = next((n.shape[0] for _, n in parts if n is not None), None)
+            if vocab is None:
+                raise ExportError("n-gram features are configured but no head reads them")
+            # a head fitted on the embedding alone reads no n-gram: zero rows
+            self.ngram_weights = torch.nn.ParameterList(
+                [param(n if n is not None else np.zeros((vocab, w.shape[1]), np.float32)) for w, n in parts]
+            )
 
     def forward(
         self,

@@ -64,6 +64,7 @@ class TrainConfig:
     tier1_band: float
     char_ngrams: bool
     ngram_weight: float
+    ngram_heads: str  # "claim_type" or "all": which heads read the n-grams (the others: the embedding alone)
     finetune: FinetuneConfig | None
     crossfit_folds: int
     int8_max_flip_rate: float
@@ -93,6 +94,7 @@ class TrainConfig:
             "tier1_band": settings.review_band,
             "char_ngrams": settings.char_ngrams,
             "ngram_weight": settings.ngram_weight,
+            "ngram_heads": settings.ngram_heads,
             "finetune": FinetuneConfig(
                 objective=settings.finetune_objective,
                 pairs_per_message=settings.finetune_pairs,
@@ -162,27 +164,38 @@ def crossfit_logits(df: pd.DataFrame, cfg: TrainConfig, ngrams: CharNgrams | Non
         x = build_features(encoder.encode(texts, progress=False), texts, ngrams, cfg.ngram_weight)
         for name, y, rows in (("risk", risk_y, np.ones(len(df), bool)), ("claim_type", ground_y, tier1)):
             fit_rows, held_rows = fit_idx[rows[fit_idx]], held_idx[rows[held_idx]]
-            model = make_model(cfg.c, cfg.class_weight, cfg.seed).fit(x[fit_rows], y[fit_rows])
+            xh = head_input(x, name, encoder.dim, cfg)
+            model = make_model(cfg.c, cfg.class_weight, cfg.seed).fit(xh[fit_rows], y[fit_rows])
             logits = np.full((len(held_rows), out[name].shape[1]), -30.0)
-            logits[:, model.classes_] = as_logits(model.decision_function(x[held_rows]))
+            logits[:, model.classes_] = as_logits(model.decision_function(xh[held_rows]))
             out[name][held_rows] = logits
     return {"risk": out["risk"], "claim_type": out["claim_type"][tier1]}
 
 
+def head_input(x: Features, head: str, dim: int, cfg: TrainConfig) -> Features:
+    """What `head` reads of [embedding | n-grams]: all of it, or the embedding alone when the n-grams are
+    for the other heads (`cfg.ngram_heads`); such a head's weights cover the embedding only, and the export
+    gives it zero n-gram rows."""
+    if x.shape[1] == dim or cfg.ngram_heads in ("all", head):
+        return x
+    return x[:, :dim]
+
+
 def fit_triage_heads(
-    df: pd.DataFrame, x: Features, cfg: TrainConfig, oof: dict[str, np.ndarray] | None = None
+    df: pd.DataFrame, x: Features, dim: int, cfg: TrainConfig, oof: dict[str, np.ndarray] | None = None
 ) -> list[Head]:
     """`risk` on every row; `claim_type` (the ground) on Tier-1 rows only, `none` being implied by routine.
     The routing threshold is chosen on the risk head's out-of-fold P(Tier 1) for `cfg.tier1_recall`."""
     tier1 = df["risk"].isin(TIER1_RISKS).to_numpy()
     oof = oof or {}
     steps = tqdm(total=2, desc="fitting heads", disable=not cfg.progress)
-    risk = fit_head("risk", x, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed, oof.get("risk"))
+    xr = head_input(x, "risk", dim, cfg)
+    risk = fit_head("risk", xr, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed, oof.get("risk"))
     risk.info["tier1_threshold"] = choose_tier1_threshold(risk, df["risk"].tolist(), cfg.tier1_recall)
     steps.update()
     ground = fit_head(
         "claim_type",
-        x[tier1],
+        head_input(x, "claim_type", dim, cfg)[tier1],
         df["claim_type"][tier1],
         GROUNDS,
         cfg.c,
@@ -201,7 +214,8 @@ def fit(cfg: TrainConfig) -> Trained:
         if held:
             df = drop_overlap(df, data_mod.load_dataset(held, cfg.target), held, cfg)
     texts = df["text"].tolist()
-    ngrams = CharNgrams.fit(texts) if cfg.char_ngrams else None
+    # a generic target's one head reads the n-grams only when every head does
+    ngrams = CharNgrams.fit(texts) if cfg.char_ngrams and (not cfg.target or cfg.ngram_heads == "all") else None
     oof, finetuned = None, None
     encoder = load_encoder(cfg.encoder, encoder_cache(cfg))
     if cfg.finetune is not None:
@@ -222,7 +236,7 @@ def fit(cfg: TrainConfig) -> Trained:
     if cfg.target:
         heads = [fit_head(cfg.target, x, df[cfg.target], None, cfg.c, cfg.class_weight, cfg.seed)]
     else:
-        heads = fit_triage_heads(df, x, cfg, oof)
+        heads = fit_triage_heads(df, x, encoder.dim, cfg, oof)
     return Trained(encoder, heads, df, ngrams, finetuned)
 
 
@@ -326,7 +340,8 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
                 "seed": cfg.seed,
                 "tier1_recall_target": cfg.tier1_recall,
                 "char_ngrams": cfg.char_ngrams,
-                "ngram_weight": cfg.ngram_weight if cfg.char_ngrams else None,
+                "ngram_weight": cfg.ngram_weight if trained.ngrams is not None else None,
+                "ngram_heads": cfg.ngram_heads if trained.ngrams is not None else None,
                 "finetune": asdict(cfg.finetune) if cfg.finetune else None,
                 "crossfit_folds": cfg.crossfit_folds if cfg.finetune else None,
                 "platform": platform.platform(),
