@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 
 FILE = "ngrams.json"
+# the n-grams of a message's first 4,000 characters: about what the USE encoder reads (1,024 tokens) and six
+# times the longest training message, so a 20,000-character text costs no more than the encoder's share
+MAX_CHARS = 4_000
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"\s+")
 
@@ -35,9 +38,10 @@ def normalize(text: str) -> str:
 
 
 def grams(text: str, n_min: int, n_max: int) -> Counter[str]:
-    """Character n-grams inside word boundaries (each word padded with one space on each side)."""
+    """Character n-grams inside word boundaries (each word padded with one space on each side), of the
+    first `MAX_CHARS` characters."""
     out: Counter[str] = Counter()
-    for word in normalize(text).split(" "):
+    for word in normalize(text[:MAX_CHARS]).split(" "):
         padded = f" {word} "
         size = len(padded)
         for n in range(n_min, min(n_max, size) + 1):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.ngrams import CharNgrams, grams, normalize
+from serving.ngrams import MAX_CHARS, CharNgrams, grams, normalize
 
 
 def test_normalize_drops_case_accents_and_numbers() -> None:
@@ -16,6 +16,13 @@ def test_normalize_drops_case_accents_and_numbers() -> None:
 def test_grams_stay_inside_words() -> None:
     got = grams("pas reçu", 2, 3)
     assert got[" p"] == 1 and got["cu "] == 1 and "s r" not in got
+
+
+def test_a_long_text_is_read_up_to_the_cap() -> None:
+    head = "le colis est arrive casse, je veux un remboursement. " * (MAX_CHARS // 50)
+    long = head[:MAX_CHARS] + " pas recu, fuite, mauvaise taille" * 500
+    assert grams(long, 2, 5) == grams(long[:MAX_CHARS], 2, 5)
+    assert " fuit" not in grams(long, 2, 5) and " fuit" in grams(long[MAX_CHARS:], 2, 5)
 
 
 def test_transform_pads_and_normalises() -> None:
