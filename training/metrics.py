@@ -92,8 +92,14 @@ def triage_metrics(
 
 
 def _groups(
-    df: pd.DataFrame, preds: Sequence[Prediction], keys: np.ndarray, names: Sequence[str], prevalence: float
+    df: pd.DataFrame,
+    preds: Sequence[Prediction],
+    keys: np.ndarray,
+    names: Sequence[str],
+    prevalence: float,
+    keep_empty: bool = False,
 ) -> dict[str, dict[str, Any]]:
+    """Metrics per group (`keys == name`); groups with no row are left out unless `keep_empty`."""
     return {
         name: triage_metrics(
             df["risk"][keys == name],
@@ -102,7 +108,7 @@ def _groups(
             prevalence,
         )
         for name in names
-        if (keys == name).any()
+        if keep_empty or (keys == name).any()
     }
 
 
@@ -114,15 +120,7 @@ def triage_report(
     report = triage_metrics(df["risk"], df["claim_type"], preds, prevalence)
     report["prevalence"] = prevalence
     langs = df["language"].to_numpy()
-    report["per_language"] = {
-        lang: triage_metrics(
-            df["risk"][langs == lang],
-            df["claim_type"][langs == lang],
-            [p for p, lg in zip(preds, langs, strict=True) if lg == lang],
-            prevalence,
-        )
-        for lang in LANGUAGES
-    }
+    report["per_language"] = _groups(df, preds, langs, LANGUAGES, prevalence, keep_empty=True)
     buckets = np.array([length_bucket(t) for t in df["text"]])
     report["per_length"] = _groups(df, preds, buckets, [b for b, _, _ in LENGTH_BUCKETS], prevalence)
     report["per_language_length"] = {
