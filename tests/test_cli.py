@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import clean_env
+from tests.processes import clean_env, run_triage
 
 from .conftest import TrainedModel, TriageCli
 from .test_api import FIELDS
@@ -122,6 +122,16 @@ def test_evaluate_bad_rows_exit_2_with_line_numbers(
     assert "line 6: unknown risk 'unknown'" in run.stderr
     assert "Traceback" not in run.stderr
     assert run.stdout == ""
+
+
+def test_a_bad_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    env = clean_env() | {"TRIAGE_NGRAM_HEADS": "risk", "TRIAGE_HEAD_C": "-1"}
+    run = run_triage("train", "--quiet", env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 2
+    assert "TRIAGE_NGRAM_HEADS='risk': Input should be 'claim_type' or 'all'" in run.stderr
+    assert "TRIAGE_HEAD_C='-1': Input should be greater than 0" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "models").exists()
 
 
 def test_train_with_an_unreachable_encoder_exits_2(

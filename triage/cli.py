@@ -30,7 +30,17 @@ class UsageError(TriageError):
 
 
 def _settings() -> Settings:
-    return Settings()
+    """The settings from the environment and `.env`; a bad value is a usage error that names its variable."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as err:
+        prefix = Settings.model_config.get("env_prefix", "")
+        problems = "; ".join(
+            f"{prefix}{'_'.join(map(str, e['loc'])).upper()}={e['input']!r}: {e['msg']}" for e in err.errors()
+        )
+        raise UsageError(f"bad setting: {problems} (environment or .env)") from None
 
 
 def _model_folder(settings: Settings, model: str | None) -> Path:
