@@ -8,6 +8,9 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# which heads read the char n-grams: the claim-type head alone, or every head
+NgramHeads = Literal["claim_type", "all"]
+
 
 class Settings(BaseSettings):
     """Every knob of `triage`, read from `TRIAGE_*` environment variables (and `.env`)."""
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
     )
 
     char_ngrams: bool = Field(default=True, description="char n-gram TF-IDF beside the embedding")
-    ngram_heads: Literal["claim_type", "all"] = Field(
+    ngram_heads: NgramHeads = Field(
         default="claim_type",
         description="which heads read the n-grams: the claim type alone (the risk head ranks real messages "
         "better on the embedding alone: benchmarks/quality.py) or every head",

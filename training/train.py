@@ -28,7 +28,7 @@ from serving.keywords import KeywordTriage
 from serving.labels import GROUNDS, RISKS, TIER1_RISKS, message_key
 from serving.model import CONFIG, Classifier, ModelBundle, write_manifest
 from serving.ngrams import CharNgrams
-from serving.settings import Settings
+from serving.settings import NgramHeads, Settings
 from training import data as data_mod
 from training.embed import embed_texts
 from training.encoders import Encoder, load_encoder
@@ -64,7 +64,7 @@ class TrainConfig:
     tier1_band: float
     char_ngrams: bool
     ngram_weight: float
-    ngram_heads: str  # "claim_type" or "all": which heads read the n-grams (the others: the embedding alone)
+    ngram_heads: NgramHeads  # which heads read the n-grams (the others: the embedding alone)
     finetune: FinetuneConfig | None
     crossfit_folds: int
     int8_max_flip_rate: float
