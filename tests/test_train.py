@@ -138,20 +138,24 @@ def test_predictions_are_consistent_on_the_whole_test_file(triage_model: Trained
 def test_ngrams_for_the_claim_type_leave_the_routing_to_the_embedding(
     triage_model: TrainedModel, use_encoder: Encoder
 ) -> None:
-    """The default heads: char n-grams beside the embedding in the claim-type head only. The risk head, and
-    so the tier, is what the embedding alone gives; the served graph gives both heads as they were fitted."""
+    """The default heads: char n-grams beside the embedding in the claim-type head only. The risk head (with
+    its hidden layer), and so the tier, is what the embedding alone gives; the served graph gives both heads
+    as they were fitted."""
     cfg = train_config(data=triage_model.data.train, test=None, cache_dir=triage_model.cache_dir, progress=False)
     assert cfg.char_ngrams and cfg.ngram_heads == "claim_type"
     with_ngrams, without = fit(cfg), fit(replace(cfg, char_ngrams=False))
     assert with_ngrams.ngrams is not None and without.ngrams is None
     (risk, ground), (risk_alone, ground_alone) = with_ngrams.heads, without.heads
     dim = use_encoder.dim
-    assert risk.weight.shape == risk_alone.weight.shape and risk.weight.shape[0] == dim
+    assert risk.input_dim == risk_alone.input_dim == dim and risk.hidden is not None and risk_alone.hidden is not None
+    assert risk.hidden[0].shape == (dim, cfg.risk_hidden) and ground.hidden is None
+    assert np.allclose(risk.hidden[0], risk_alone.hidden[0], atol=1e-4)
     assert np.allclose(risk.weight, risk_alone.weight, atol=1e-4)
     assert ground.weight.shape[0] == dim + with_ngrams.ngrams.size > ground_alone.weight.shape[0]
 
     config = read_json(triage_model.folder / "config.json")
     assert config["training"]["ngram_heads"] == "claim_type" and config["ngrams"]["size"] > 100
+    assert [h["hidden_units"] for h in config["heads"]] == [cfg.risk_hidden, 0]
     texts = [r["text"] for r in triage_model.data.test_rows]
     heads = load_heads(triage_model.folder, config)
     ngrams = CharNgrams.load(triage_model.folder, config["ngrams"])

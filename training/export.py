@@ -32,6 +32,9 @@ def load_heads(folder: Path, config: dict[str, Any]) -> list[Head]:
                 z[f"{h['name']}.bias"],
                 float(h["temperature"]),
                 dict(h.get("cv", {})),
+                hidden=(z[f"{h['name']}.hidden_weight"], z[f"{h['name']}.hidden_bias"])
+                if f"{h['name']}.hidden_weight" in z
+                else None,
             )
             for h in config["heads"]
         ]
@@ -65,6 +68,8 @@ def rebuild(
         char_ngrams="ngrams" in config,
         ngram_weight=tr.get("ngram_weight") or settings.ngram_weight,
         ngram_heads=tr.get("ngram_heads") or "all",  # folders from before the setting: every head read them
+        risk_hidden=tr.get("risk_hidden") or 0,  # folders from before the setting: linear heads
+        hidden_l2=tr.get("hidden_l2") or settings.hidden_l2,
         extra={"rebuilt_from": config["version"]},
     )
     encoder = load_encoder(cfg.encoder, cfg.cache_dir or settings.cache_dir)

@@ -1,19 +1,24 @@
-"""Classification heads on frozen sentence embeddings: logistic regression + temperature scaling.
+"""Classification heads on frozen sentence embeddings: logistic regression, or a one-hidden-layer
+perceptron, + temperature scaling.
 
-A head stays a single linear layer (so it exports to ONNX as one MatMul + Softmax): the temperature,
-fitted on out-of-fold logits, is folded into the weights.
+A head exports to ONNX as MatMul + Softmax (a hidden layer adds one MatMul + Relu before it): the
+temperature, fitted on out-of-fold logits, is folded into the output layer.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import numpy as np
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.utils.class_weight import compute_sample_weight
 
 from training.metrics import THRESHOLD_GRID, threshold_for_recall
 
@@ -33,10 +38,18 @@ class Head:
     info: dict[str, float] = field(default_factory=dict)
     # calibrated out-of-fold probabilities on the training rows (not saved), for choosing thresholds
     oof_proba: np.ndarray | None = field(default=None, repr=False)
+    # a hidden layer (weight (dim, units), bias (units,)) with ReLU before the output layer, or none
+    hidden: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def input_dim(self) -> int:
+        return int((self.hidden[0] if self.hidden is not None else self.weight).shape[0])
 
     def logits(self, x: Features) -> np.ndarray:
-        if x.shape[1] != self.weight.shape[0]:  # a head fitted on the embedding alone: its first columns
-            x = x[:, : self.weight.shape[0]]
+        if x.shape[1] != self.input_dim:  # a head fitted on the embedding alone: its first columns
+            x = x[:, : self.input_dim]
+        if self.hidden is not None:
+            x = np.maximum(x @ self.hidden[0] + self.hidden[1], 0.0)
         return np.asarray(x @ self.weight + self.bias, dtype=np.float32)
 
 
@@ -46,12 +59,25 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float32)
 
 
-def _linear(model: LogisticRegression) -> tuple[np.ndarray, np.ndarray]:
-    coef, intercept = model.coef_, model.intercept_
+Model: TypeAlias = LogisticRegression | MLPClassifier
+
+
+def _output_layer(model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (inputs, k), bias (k,)) of the layer that gives the logits."""
+    if isinstance(model, MLPClassifier):
+        coef, intercept = model.coefs_[-1].T, model.intercepts_[-1]
+    else:
+        coef, intercept = model.coef_, model.intercept_
     if coef.shape[0] == 1:  # binary: softmax over [0, z] is sigmoid(z)
         coef = np.vstack([np.zeros_like(coef), coef])
         intercept = np.concatenate([[0.0], intercept])
     return coef.T.astype(np.float32), intercept.astype(np.float32)
+
+
+def _hidden_layer(model: Model) -> tuple[np.ndarray, np.ndarray] | None:
+    if not isinstance(model, MLPClassifier):
+        return None
+    return model.coefs_[0].astype(np.float32), model.intercepts_[0].astype(np.float32)
 
 
 def _nll(logits: np.ndarray, y: np.ndarray) -> float:
@@ -74,8 +100,10 @@ def fit_head(
     class_weight: str | None,
     seed: int,
     oof_logits: np.ndarray | None = None,
+    hidden: HiddenLayer | None = None,
 ) -> Head:
-    """Fit a calibrated logistic-regression head. Labels keep `label_order` (those present in `y`).
+    """Fit a calibrated head: logistic regression, or a perceptron with one hidden layer when `hidden`
+    says so. Labels keep `label_order` (those present in `y`).
 
     The temperature (and the out-of-fold probabilities thresholds are chosen on) come from held-out
     logits: `oof_logits` when the caller cross-fitted them (a fine-tuned encoder has seen every training
@@ -90,11 +118,11 @@ def fit_head(
     index = {lab: i for i, lab in enumerate(labels)}
     y_idx = np.array([index[v] for v in y_arr])
 
-    model = make_model(c, class_weight, seed).fit(x, y_idx)
-    weight, bias = _linear(model)
+    model = fit_model(make_model(c, seed, hidden), x, y_idx, class_weight)
+    weight, bias = _output_layer(model)
     temperature, info, oof_proba = 1.0, {}, None
     if oof_logits is None:
-        oof_logits = cross_fitted_logits(x, y_idx, c, class_weight, seed)
+        oof_logits = cross_fitted_logits(x, y_idx, c, class_weight, seed, hidden)
     if oof_logits is not None:
         temperature = fit_temperature(oof_logits, y_idx)
         oof_proba = softmax(oof_logits / temperature)
@@ -103,23 +131,59 @@ def fit_head(
             "cv_nll_before": _nll(oof_logits, y_idx),
             "cv_nll_after": _nll(oof_logits / temperature, y_idx),
         }
-    return Head(name, labels, weight / temperature, bias / temperature, temperature, info, oof_proba)
+    hidden_layer = _hidden_layer(model)
+    return Head(name, labels, weight / temperature, bias / temperature, temperature, info, oof_proba, hidden_layer)
 
 
-def make_model(c: float, class_weight: str | None, seed: int) -> LogisticRegression:
-    return LogisticRegression(C=c, class_weight=class_weight, max_iter=3000, random_state=seed)
+@dataclass(frozen=True)
+class HiddenLayer:
+    """A head's hidden layer: ReLU units and their L2 penalty (sklearn's `alpha`)."""
+
+    units: int
+    l2: float
+    max_iter: int = 200
+
+
+def make_model(c: float, seed: int, hidden: HiddenLayer | None = None) -> Model:
+    if hidden is not None:
+        return MLPClassifier((hidden.units,), alpha=hidden.l2, max_iter=hidden.max_iter, random_state=seed)
+    return LogisticRegression(C=c, max_iter=3000, random_state=seed)
+
+
+def fit_model(model: Model, x: Features, y_idx: np.ndarray, class_weight: str | None) -> Model:
+    """`class_weight="balanced"` as sample weights: the same for both kinds of head."""
+    weights = compute_sample_weight(class_weight, y_idx) if class_weight else None
+    with warnings.catch_warnings():  # a capped number of epochs is the regularisation chosen, not a fault
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y_idx, sample_weight=weights)
+
+
+def model_logits(model: Model, x: Features) -> np.ndarray:
+    """(n, k) logits over `model.classes_`: the decision function, or log-probabilities for a perceptron."""
+    if isinstance(model, MLPClassifier):
+        return np.log(np.clip(model.predict_proba(x), 1e-12, None))
+    return as_logits(model.decision_function(x))
 
 
 def cross_fitted_logits(
-    x: Features, y_idx: np.ndarray, c: float, class_weight: str | None, seed: int, folds: int = 5
+    x: Features,
+    y_idx: np.ndarray,
+    c: float,
+    class_weight: str | None,
+    seed: int,
+    hidden: HiddenLayer | None = None,
+    folds: int = 5,
 ) -> np.ndarray | None:
     """(n, k) logits of each row from a head that never saw it (None when a class has < 2 rows)."""
     folds = min(folds, int(np.bincount(y_idx).min()))
     if folds < 2:
         return None
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    oof = cross_val_predict(make_model(c, class_weight, seed), x, y_idx, cv=cv, method="decision_function")
-    return as_logits(oof)
+    oof = np.zeros((len(y_idx), int(y_idx.max()) + 1))
+    for fit_rows, held_rows in cv.split(np.zeros(len(y_idx)), y_idx):
+        model = fit_model(make_model(c, seed, hidden), x[fit_rows], y_idx[fit_rows], class_weight)
+        oof[held_rows] = model_logits(model, x[held_rows])
+    return oof
 
 
 def as_logits(decision: np.ndarray) -> np.ndarray:

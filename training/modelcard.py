@@ -102,8 +102,17 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
         f"- encoder: {enc['name']} (`{enc['id']}`, {enc['dim']}-d), "
         + (f"fine-tuned SetFit-style ({tr['finetune']}; {finetuned})" if finetuned else "frozen"),
         "- heads: "
-        + ", ".join(f"`{h['name']}` ({len(h['labels'])} classes, T={h['temperature']})" for h in config["heads"])
-        + f" (logistic regression, C={tr['c']}, balanced class weights, temperature-scaled on out-of-fold logits"
+        + ", ".join(
+            f"`{h['name']}` ({len(h['labels'])} classes, "
+            + (
+                f"{h['hidden_units']} hidden ReLU units, L2 {tr.get('hidden_l2')}"
+                if h.get("hidden_units")
+                else f"logistic regression, C={tr['c']}"
+            )
+            + f", T={h['temperature']})"
+            for h in config["heads"]
+        )
+        + " (balanced class weights, temperature-scaled on out-of-fold logits"
         + (f" of {tr['crossfit_folds']} cross-fitted fine-tuned encoders" if finetuned else "")
         + ")",
         "- features: sentence embedding"

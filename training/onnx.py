@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import warnings
 from collections.abc import Sequence
@@ -46,8 +47,9 @@ class ExportError(TriageError):
 
 
 class _ExportGraph(torch.nn.Module):
-    """Encoder + linear heads; with n-grams, each head also sums its rows for the message's n-grams:
-    logits = embedding @ W + sum_k weight_k * W_ngram[id_k] + b."""
+    """Encoder + heads. A linear head: logits = embedding @ W + b; with n-grams it also sums its rows for
+    the message's n-grams: + sum_k weight_k * W_ngram[id_k]. A head with a hidden layer (which reads the
+    embedding alone): logits = relu(embedding @ W1 + b1) @ W + b."""
 
     def __init__(
         self, encoder_graph: torch.nn.Module, heads: Sequence[Head], dim: int, ngram_scale: float | None
@@ -55,13 +57,18 @@ class _ExportGraph(torch.nn.Module):
         super().__init__()
         self.encoder = encoder_graph
         self.with_ngrams = ngram_scale is not None
-        parts = [split_weights(h.weight, dim, ngram_scale or 1.0) for h in heads]
+        parts = [(h.weight, None) if h.hidden else split_weights(h.weight, dim, ngram_scale or 1.0) for h in heads]
 
         def param(a: np.ndarray) -> torch.nn.Parameter:
             return torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), False)
 
         self.weights = torch.nn.ParameterList([param(w) for w, _ in parts])
         self.biases = torch.nn.ParameterList([param(h.bias) for h in heads])
+        # per head: the index of its hidden layer in hidden_weights / hidden_biases, or -1
+        count = itertools.count()
+        self.hidden_index = [next(count) if h.hidden is not None else -1 for h in heads]
+        self.hidden_weights = torch.nn.ParameterList([param(h.hidden[0]) for h in heads if h.hidden is not None])
+        self.hidden_biases = torch.nn.ParameterList([param(h.hidden[1]) for h in heads if h.hidden is not None])
         if self.with_ngrams:
             vocab = next((n.shape[0] for _, n in parts if n is not None), None)
             if vocab is None:
@@ -79,7 +86,11 @@ class _ExportGraph(torch.nn.Module):
         ngram_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         emb = self.encoder(input_ids, attention_mask)
-        logits = [emb @ w + b for w, b in zip(self.weights, self.biases, strict=True)]
+        inputs = [
+            emb if i < 0 else torch.relu(emb @ self.hidden_weights[i] + self.hidden_biases[i])
+            for i in self.hidden_index
+        ]
+        logits = [x @ w + b for x, w, b in zip(inputs, self.weights, self.biases, strict=True)]
         if self.with_ngrams and ngram_ids is not None and ngram_weights is not None:
             logits = [
                 z + (wn[ngram_ids] * ngram_weights.unsqueeze(-1)).sum(dim=1)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from sklearn.model_selection import StratifiedKFold
 from tqdm.auto import tqdm
 
@@ -34,7 +35,17 @@ from training.embed import embed_texts
 from training.encoders import Encoder, load_encoder
 from training.features import build_features
 from training.finetune import FinetuneConfig, finetune
-from training.heads import Features, Head, as_logits, choose_tier1_threshold, fit_head, make_model, tier1_scores
+from training.heads import (
+    Features,
+    Head,
+    HiddenLayer,
+    choose_tier1_threshold,
+    fit_head,
+    fit_model,
+    make_model,
+    model_logits,
+    tier1_scores,
+)
 from training.metrics import operating_points, target_metrics, tier_flip_rate, triage_report
 from training.modelcard import write_model_card
 from training.onnx import FP32_FILE, INT8_FILE, ExportError, check_parity, export_onnx, quantize_int8
@@ -65,6 +76,8 @@ class TrainConfig:
     char_ngrams: bool
     ngram_weight: float
     ngram_heads: NgramHeads  # which heads read the n-grams (the others: the embedding alone)
+    risk_hidden: int  # hidden ReLU units of the risk head (0: logistic regression)
+    hidden_l2: float
     finetune: FinetuneConfig | None
     crossfit_folds: int
     int8_max_flip_rate: float
@@ -95,6 +108,8 @@ class TrainConfig:
             "char_ngrams": settings.char_ngrams,
             "ngram_weight": settings.ngram_weight,
             "ngram_heads": settings.ngram_heads,
+            "risk_hidden": settings.risk_hidden,
+            "hidden_l2": settings.hidden_l2,
             "finetune": FinetuneConfig(
                 objective=settings.finetune_objective,
                 pairs_per_message=settings.finetune_pairs,
@@ -165,20 +180,28 @@ def crossfit_logits(df: pd.DataFrame, cfg: TrainConfig, ngrams: CharNgrams | Non
         for name, y, rows in (("risk", risk_y, np.ones(len(df), bool)), ("claim_type", ground_y, tier1)):
             fit_rows, held_rows = fit_idx[rows[fit_idx]], held_idx[rows[held_idx]]
             xh = head_input(x, name, encoder.dim, cfg)
-            model = make_model(cfg.c, cfg.class_weight, cfg.seed).fit(xh[fit_rows], y[fit_rows])
+            model = make_model(cfg.c, cfg.seed, head_hidden(name, cfg))
+            model = fit_model(model, xh[fit_rows], y[fit_rows], cfg.class_weight)
             logits = np.full((len(held_rows), out[name].shape[1]), -30.0)
-            logits[:, model.classes_] = as_logits(model.decision_function(xh[held_rows]))
+            logits[:, model.classes_] = model_logits(model, xh[held_rows])
             out[name][held_rows] = logits
     return {"risk": out["risk"], "claim_type": out["claim_type"][tier1]}
 
 
 def head_input(x: Features, head: str, dim: int, cfg: TrainConfig) -> Features:
     """What `head` reads of [embedding | n-grams]: all of it, or the embedding alone when the n-grams are
-    for the other heads (`cfg.ngram_heads`); such a head's weights cover the embedding only, and the export
-    gives it zero n-gram rows."""
-    if x.shape[1] == dim or cfg.ngram_heads in ("all", head):
+    for the other heads (`cfg.ngram_heads`) or the head has a hidden layer; such a head's weights cover the
+    embedding only, and the export gives it zero n-gram rows."""
+    if x.shape[1] == dim or (cfg.ngram_heads in ("all", head) and head_hidden(head, cfg) is None):
         return x
-    return x[:, :dim]
+    emb = x[:, :dim]
+    # dense: the same numbers, so the same fit, as without the n-grams
+    return np.asarray(emb.toarray()) if isinstance(emb, sparse.spmatrix | sparse.sparray) else emb
+
+
+def head_hidden(head: str, cfg: TrainConfig) -> HiddenLayer | None:
+    """The risk head's hidden layer (`cfg.risk_hidden` units; none when 0); the other heads are linear."""
+    return HiddenLayer(cfg.risk_hidden, cfg.hidden_l2) if head == "risk" and cfg.risk_hidden else None
 
 
 def fit_triage_heads(
@@ -190,7 +213,9 @@ def fit_triage_heads(
     oof = oof or {}
     steps = tqdm(total=2, desc="fitting heads", disable=not cfg.progress)
     xr = head_input(x, "risk", dim, cfg)
-    risk = fit_head("risk", xr, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed, oof.get("risk"))
+    risk = fit_head(
+        "risk", xr, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed, oof.get("risk"), head_hidden("risk", cfg)
+    )
     risk.info["tier1_threshold"] = choose_tier1_threshold(risk, df["risk"].tolist(), cfg.tier1_recall)
     steps.update()
     ground = fit_head(
@@ -317,7 +342,13 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
             | ({"finetuned": trained.finetuned, "weights": ENCODER_WEIGHTS} if trained.finetuned else {}),
             "tokenizer": encoder.write_tokenizer(staging),
             "heads": [
-                {"name": h.name, "labels": h.labels, "temperature": round(h.temperature, 4), "cv": h.info}
+                {
+                    "name": h.name,
+                    "labels": h.labels,
+                    "temperature": round(h.temperature, 4),
+                    "cv": h.info,
+                    "hidden_units": h.hidden[0].shape[1] if h.hidden is not None else 0,
+                }
                 for h in heads
             ],
             "files": {"fp32": FP32_FILE, "int8": INT8_FILE},
@@ -342,6 +373,8 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
                 "char_ngrams": cfg.char_ngrams,
                 "ngram_weight": cfg.ngram_weight if trained.ngrams is not None else None,
                 "ngram_heads": cfg.ngram_heads if trained.ngrams is not None else None,
+                "risk_hidden": cfg.risk_hidden,
+                "hidden_l2": cfg.hidden_l2 if cfg.risk_hidden else None,
                 "finetune": asdict(cfg.finetune) if cfg.finetune else None,
                 "crossfit_folds": cfg.crossfit_folds if cfg.finetune else None,
                 "platform": platform.platform(),
@@ -355,6 +388,8 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
         write_json(staging / CONFIG, config)
         arrays: dict[str, Any] = {f"{h.name}.weight": h.weight for h in heads}
         arrays |= {f"{h.name}.bias": h.bias for h in heads}
+        arrays |= {f"{h.name}.hidden_weight": h.hidden[0] for h in heads if h.hidden is not None}
+        arrays |= {f"{h.name}.hidden_bias": h.hidden[1] for h in heads if h.hidden is not None}
         np.savez(staging / "heads.npz", **arrays)
         parity = {"fp32_min_cosine": round(check_parity(encoder, staging, "fp32"), 6)}
         steps.update()
