@@ -118,6 +118,9 @@ def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempP
             "TRIAGE_REGISTERED_MODEL": name,
             "TRIAGE_LABEL_STUDIO_PROJECT": f"triage e2e {session}",
             "TRIAGE_FINETUNE": "false",  # the loop's mechanics are under test here, not the recipe
+            # nor the risk head's hidden layer: on 308 rows its fit moves more between two near-identical data
+            # sets (9 corrections apart) than the gate's zero slack on overall recall allows
+            "TRIAGE_RISK_HIDDEN": "0",
             "MLFLOW_TRACKING_URI": mlflow_uri,
             URL_VAR: os.environ[URL_VAR],
             TOKEN_VAR: os.environ[TOKEN_VAR],
