@@ -118,7 +118,7 @@ def fit_head(
     index = {lab: i for i, lab in enumerate(labels)}
     y_idx = np.array([index[v] for v in y_arr])
 
-    model = fit_model(make_model(c, seed, hidden), x, y_idx, class_weight)
+    model = fit_model(x, y_idx, c, class_weight, seed, hidden)
     weight, bias = _output_layer(model)
     temperature, info, oof_proba = 1.0, {}, None
     if oof_logits is None:
@@ -144,14 +144,16 @@ class HiddenLayer:
     max_iter: int = 200
 
 
-def make_model(c: float, seed: int, hidden: HiddenLayer | None = None) -> Model:
-    if hidden is not None:
-        return MLPClassifier((hidden.units,), alpha=hidden.l2, max_iter=hidden.max_iter, random_state=seed)
-    return LogisticRegression(C=c, max_iter=3000, random_state=seed)
-
-
-def fit_model(model: Model, x: Features, y_idx: np.ndarray, class_weight: str | None) -> Model:
-    """`class_weight="balanced"` as sample weights: the same for both kinds of head."""
+def fit_model(
+    x: Features, y_idx: np.ndarray, c: float, class_weight: str | None, seed: int, hidden: HiddenLayer | None = None
+) -> Model:
+    """A fitted head model: logistic regression (C=`c`), or a perceptron when `hidden` is given.
+    `class_weight="balanced"` is applied as sample weights: the same for both kinds of head."""
+    model: Model = (
+        MLPClassifier((hidden.units,), alpha=hidden.l2, max_iter=hidden.max_iter, random_state=seed)
+        if hidden is not None
+        else LogisticRegression(C=c, max_iter=3000, random_state=seed)
+    )
     weights = compute_sample_weight(class_weight, y_idx) if class_weight else None
     with warnings.catch_warnings():  # a capped number of epochs is the regularisation chosen, not a fault
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -181,7 +183,7 @@ def cross_fitted_logits(
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     oof = np.zeros((len(y_idx), int(y_idx.max()) + 1))
     for fit_rows, held_rows in cv.split(np.zeros(len(y_idx)), y_idx):
-        model = fit_model(make_model(c, seed, hidden), x[fit_rows], y_idx[fit_rows], class_weight)
+        model = fit_model(x[fit_rows], y_idx[fit_rows], c, class_weight, seed, hidden)
         oof[held_rows] = model_logits(model, x[held_rows])
     return oof
 

@@ -57,7 +57,10 @@ class _ExportGraph(torch.nn.Module):
         super().__init__()
         self.encoder = encoder_graph
         self.with_ngrams = ngram_scale is not None
-        parts = [(h.weight, None) if h.hidden else split_weights(h.weight, dim, ngram_scale or 1.0) for h in heads]
+        parts = [
+            (h.weight, None) if h.hidden is not None else split_weights(h.weight, dim, ngram_scale or 1.0)
+            for h in heads
+        ]
 
         def param(a: np.ndarray) -> torch.nn.Parameter:
             return torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), False)

@@ -42,7 +42,6 @@ from training.heads import (
     choose_tier1_threshold,
     fit_head,
     fit_model,
-    make_model,
     model_logits,
     tier1_scores,
 )
@@ -180,8 +179,7 @@ def crossfit_logits(df: pd.DataFrame, cfg: TrainConfig, ngrams: CharNgrams | Non
         for name, y, rows in (("risk", risk_y, np.ones(len(df), bool)), ("claim_type", ground_y, tier1)):
             fit_rows, held_rows = fit_idx[rows[fit_idx]], held_idx[rows[held_idx]]
             xh = head_input(x, name, encoder.dim, cfg)
-            model = make_model(cfg.c, cfg.seed, head_hidden(name, cfg))
-            model = fit_model(model, xh[fit_rows], y[fit_rows], cfg.class_weight)
+            model = fit_model(xh[fit_rows], y[fit_rows], cfg.c, cfg.class_weight, cfg.seed, head_hidden(name, cfg))
             logits = np.full((len(held_rows), out[name].shape[1]), -30.0)
             logits[:, model.classes_] = model_logits(model, xh[held_rows])
             out[name][held_rows] = logits
