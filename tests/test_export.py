@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from serving.labels import consistent
 from serving.model import Classifier, ModelBundle
 from training.encoders import Encoder, load_encoder
 from training.encoders.transformer import EncoderLoadError
-from training.onnx import MIN_COSINE, check_parity
+from training.onnx import FP32_FILE, INT8_FILE, MIN_COSINE, ExportError, check_parity, quantize_int8
 from training.train import train
 
 from .conftest import TrainedModel, train_config
@@ -48,6 +49,37 @@ def test_use_onnx_parity(triage_model: TrainedModel, use_encoder: Encoder) -> No
     # the int8 graph stays close to the encoder too (quantisation, not a broken export)
     int8 = ModelBundle(triage_model.folder, "int8").infer(list(MESSAGES))[0]
     assert min_cosine(use_encoder.encode(MESSAGES), int8) >= 0.95
+
+
+def test_int8_leaves_the_token_projection_in_float(
+    triage_model: TrainedModel, use_encoder: Encoder, tmp_path: Path
+) -> None:
+    """The served int8 graph keeps USE's first projection (of the uint8 table's token vectors) in float,
+    and that is why it stays closer to fp32 than a graph quantised everywhere."""
+    import onnx
+
+    src = triage_model.folder / FP32_FILE
+    assert use_encoder.float_weights == ("module.proj_w",)
+    served = onnx.load(str(triage_model.folder / INT8_FILE)).graph
+    readers = {n.op_type for n in served.node if "encoder.module.proj_w" in n.input}
+    assert readers == {"MatMul"}, readers  # not a MatMulInteger of a quantised copy
+    assert sum(n.op_type == "MatMulInteger" for n in served.node) >= 10  # the other layers are int8
+
+    everywhere = tmp_path / "everywhere"
+    shutil.copytree(triage_model.folder, everywhere)
+    quantize_int8(src, everywhere / INT8_FILE)
+    texts = [r["text"] for r in triage_model.data.test_rows]
+    fp32 = ModelBundle(triage_model.folder, "fp32").infer(texts)[0]
+    error = {
+        name: float(np.abs(ModelBundle(folder, "int8", verify=False).infer(texts)[0] - fp32).mean())
+        for name, folder in (("served", triage_model.folder), ("everywhere", everywhere))
+    }
+    assert error["served"] < 0.7 * error["everywhere"], error
+
+    # a weight the graph does not have is an error, and no int8 file is written
+    with pytest.raises(ExportError, match=r"no weight named \['encoder.module.gone'\]"):
+        quantize_int8(src, tmp_path / "gone.onnx", ("module.gone",))
+    assert not (tmp_path / "gone.onnx").exists()
 
 
 def test_use_torch_port_matches_the_numpy_package(use_encoder: Encoder) -> None:

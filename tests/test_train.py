@@ -208,6 +208,7 @@ class DriftingEncoder:
     def __init__(self, real: Encoder) -> None:
         self.real = real
         self.id, self.dim, self.model, self.prefix = real.id, real.dim, real.model, real.prefix
+        self.float_weights = real.float_weights
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         v = np.random.default_rng(0).normal(size=(len(texts), self.dim)).astype(np.float32)

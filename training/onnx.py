@@ -155,10 +155,23 @@ def check_parity(encoder: Encoder, folder: Path, variant: str = "fp32", texts: S
     return worst
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation, per channel, of the constant weights (a uint8 table stays as it is)."""
+def nodes_reading(path: Path, weights: Sequence[str]) -> list[str]:
+    """The nodes of an ONNX graph that read any of `weights` (initializer names); an error if one is absent."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    missing = set(weights) - {i.name for i in graph.initializer}
+    if missing:
+        raise ExportError(f"{path.name} has no weight named {sorted(missing)}; the int8 graph was not written")
+    return [n.name for n in graph.node if set(n.input) & set(weights)]
+
+
+def quantize_int8(src: Path, dst: Path, encoder_float_weights: Sequence[str] = ()) -> None:
+    """Dynamic int8 quantisation, per channel, of the constant weights (a uint8 table stays as it is), but
+    for the encoder's `float_weights`: the operations that read them stay float."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    keep = nodes_reading(src, [f"encoder.{w}" for w in encoder_float_weights])  # `_ExportGraph.encoder`
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with contextlib.redirect_stdout(io.StringIO()):  # the quantiser prints graph protos
         quantize_dynamic(
@@ -166,5 +179,6 @@ def quantize_int8(src: Path, dst: Path) -> None:
             str(dst),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            nodes_to_exclude=keep,
             extra_options={"MatMulConstBOnly": True},
         )

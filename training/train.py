@@ -391,7 +391,7 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
         np.savez(staging / "heads.npz", **arrays)
         parity = {"fp32_min_cosine": round(check_parity(encoder, staging, "fp32"), 6)}
         steps.update()
-        quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
+        quantize_int8(staging / FP32_FILE, staging / INT8_FILE, encoder.float_weights)
         steps.update()
         metrics: dict[str, Any] = {"parity": parity, "counts": counts(trained.train_df, cfg.target)}
         bundles = {v: ModelBundle(staging, v, verify=False) for v in ("fp32", "int8")}

@@ -20,6 +20,8 @@ class Encoder(Protocol):
     dim: int
     model: Any  # the sentence_transformers.SentenceTransformer it runs (fine-tuning trains it)
     prefix: str  # put before every text (e5: "query: "); the tokenizer spec carries it to serving
+    # parameters of `graph()` (their names in it) whose products int8 quantisation must leave in float
+    float_weights: tuple[str, ...]
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray: ...
 
@@ -37,6 +39,7 @@ class SentenceTransformerEncoder:
 
     model: Any
     prefix: str = ""
+    float_weights: tuple[str, ...] = ()
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         with torch.inference_mode():
