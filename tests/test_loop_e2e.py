@@ -2,7 +2,8 @@
 
 The test owns one scenario: parcels that arrived soaked by water, their contents ruined. Its seed data
 is a small stratified subset of data/train.csv with every water-related message left out, so the first
-model has never seen the scenario, whatever the shipped data covers. A real uvicorn serves the champion
+model has never seen the scenario, whatever the shipped data covers; the gate's test split holds 9 messages
+of it, so the retrained model is judged on what the corrections taught. A real uvicorn serves the champion
 from the registry; customers write about soaked parcels (the seed model gets some of them wrong: the
 routine queue, or another ground than damage; how many depends on what the rest of the data teaches it);
 an agent reports one misroute; `triage label push` sends
@@ -49,6 +50,19 @@ SOAKED = [
 FINE = "Merci, tout est bien arrivé, le colis était en parfait état."  # the reviewer confirms: routine
 ODD = "Can I pay with a gift card from another shop?"  # the reviewer picks a label the project does not know
 PARAPHRASE = "The parcel arrived wet and the puzzle pieces are swollen."  # never labeled, never trained on
+# the scenario in the gate's test split too: the retrained model is judged on what the corrections taught it,
+# not only on 9 rows' worth of noise over a small model (other words than SOAKED and PARAPHRASE)
+GATE_SOAKED = [
+    ("My order came with the box soaking wet and the shoes inside are stained and stiff now.", "en"),
+    ("Parcel was left out in the rain, everything inside is soggy, the notebook pages are stuck together", "en"),
+    ("delivered today but the packaging is wet through and the lamp has water in it, won't switch on", "en"),
+    ("Colis reçu mouillé, le pull à l'intérieur sent le moisi.", "fr"),
+    ("Le paquet est arrivé trempé par la pluie et la boîte du puzzle est toute déformée.", "fr"),
+    ("livraison faite mais carton plein d'eau, les cahiers sont inutilisables", "fr"),
+    ("Il pacco è arrivato bagnato e le scarpe dentro sono macchiate.", "it"),
+    ("Scatola consegnata sotto la pioggia, tutta fradicia: il quaderno dentro è da buttare.", "it"),
+    ("il collo era pieno d'acqua e la lampada all'interno non si accende piu", "it"),
+]
 # the scenario the test owns: no seed message may speak of water
 WATER = (
     "wet",
@@ -106,6 +120,16 @@ def stack(mlflow_uri: str, embedding_cache: Path, tmp_path_factory: pytest.TempP
     data.mkdir()
     assert without_water(DATA / "train.csv", data / "train.csv", per_group=8) > 250
     assert without_water(DATA / "test.csv", data / "test.csv", per_group=3) > 90
+    fields, rows = read_rows(data / "test.csv")
+    scenario = {
+        "risk": CORRECT[0],
+        "claim_type": CORRECT[1],
+        "channel": "amazon",
+        "source": "challenge",
+        "slice": "complaint",
+    }
+    soaked = [dict.fromkeys(fields, "") | scenario | {"text": t, "language": lang} for t, lang in GATE_SOAKED]
+    write_rows(data / "test.csv", fields, rows + soaked)
     session = uuid.uuid4().hex[:8]
     name = f"triage-e2e-{session}"
     env = triage_env(
