@@ -9,6 +9,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,6 +19,9 @@ from serving.model import ModelBundle
 from training.encoders import Encoder
 from training.features import split_weights
 from training.heads import Head
+
+if TYPE_CHECKING:
+    import onnx
 
 OPSET = 17
 MIN_COSINE = 0.999
@@ -155,27 +159,26 @@ def check_parity(encoder: Encoder, folder: Path, variant: str = "fp32", texts: S
     return worst
 
 
-def nodes_reading(path: Path, weights: Sequence[str]) -> list[str]:
+def nodes_reading(graph: onnx.GraphProto, weights: Sequence[str]) -> list[str]:
     """The nodes of an ONNX graph that read any of `weights` (initializer names); an error if one is absent."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
     missing = set(weights) - {i.name for i in graph.initializer}
     if missing:
-        raise ExportError(f"{path.name} has no weight named {sorted(missing)}; the int8 graph was not written")
+        raise ExportError(f"the graph has no weight named {sorted(missing)}; the int8 graph was not written")
     return [n.name for n in graph.node if set(n.input) & set(weights)]
 
 
 def quantize_int8(src: Path, dst: Path, encoder_float_weights: Sequence[str] = ()) -> None:
     """Dynamic int8 quantisation, per channel, of the constant weights (a uint8 table stays as it is), but
     for the encoder's `float_weights`: the operations that read them stay float."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep = nodes_reading(src, [f"encoder.{w}" for w in encoder_float_weights])  # `_ExportGraph.encoder`
+    model = onnx.load(str(src))  # loaded once: for the node names and for the quantiser
+    keep = nodes_reading(model.graph, [f"encoder.{w}" for w in encoder_float_weights])  # `_ExportGraph.encoder`
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with contextlib.redirect_stdout(io.StringIO()):  # the quantiser prints graph protos
         quantize_dynamic(
-            str(src),
+            model,
             str(dst),
             weight_type=QuantType.QInt8,
             per_channel=True,
