@@ -15,6 +15,7 @@ from training.metrics import (
     tier_flip_rate,
     triage_report,
 )
+from training.modelcard import group_table
 
 
 def pred(risk: str, p_tier1: float = 0.9) -> Prediction:
@@ -72,6 +73,27 @@ def test_report_splits_by_language_length_and_slice() -> None:
     assert report["per_slice"]["routine_short"]["n"] == 1
     # recall 2/3, false-positive rate 1/1: at 10% Tier 1 precision is low
     assert report["tier1_precision_at_prevalence"] == precision_at_prevalence(round(2 / 3, 4), 1.0, 0.1)
+
+
+def test_a_one_claim_type_slice_reads_its_claim_type_accuracy() -> None:
+    n = 10
+    df = pd.DataFrame(
+        {
+            "text": ["still nothing, two weeks late"] * n,
+            "language": ["en"] * n,
+            "risk": ["at_risk"] * n,
+            "claim_type": ["not_received"] * n,
+            "slice": ["lateness"] * n,
+        }
+    )
+    preds = [Prediction("at_risk", "not_received", {}, {}, False) for _ in range(n - 2)]
+    preds += [Prediction("at_risk", "other", {}, {}, False), Prediction("routine", "none", {}, {}, False)]
+    lateness = triage_report(df, preds)["per_slice"]["lateness"]
+    assert lateness["claim_type_accuracy"] == 0.8
+    # macro-F1 averages in a zero for each of the two labels predicted once: it says 0.30, not what happened
+    assert lateness["claim_type_macro_f1"] == pytest.approx((2 * 8 / 18) / 3, abs=1e-4)
+    table = group_table({"lateness": lateness}, "slice")
+    assert "claim_type_accuracy" in table.splitlines()[0] and "| 0.800 |" in table
 
 
 def test_tier_flip_rate() -> None:

@@ -22,6 +22,7 @@ TRIAGE_KEYS = (
     "tier1_n",
     "risk_macro_f1",
     "claim_type_macro_f1",
+    "claim_type_accuracy",
     "tier1_recall",
     "tier1_precision",
     "tier1_precision_at_prevalence",
@@ -65,8 +66,12 @@ def triage_metrics(
     preds: Sequence[Prediction],
     prevalence: float = DEFAULT_PREVALENCE,
 ) -> dict[str, Any]:
-    """Risk / claim-type macro-F1 (over the labels present in truth or prediction), Tier-1 recall and
-    precision (raw and at `prevalence`), claim_filed recall, needs_review rate."""
+    """Risk / claim-type macro-F1 (over the labels present in truth or prediction), claim-type accuracy,
+    Tier-1 recall and precision (raw and at `prevalence`), claim_filed recall, needs_review rate.
+
+    Claim-type accuracy is the figure to read for a group with one true claim type (a slice such as
+    `lateness`): there macro-F1 averages in a zero for every other label predicted even once, so 35 of 36
+    named right can read 0.5."""
     rt, ct = list(risk_true), list(claim_true)
     rp, cp = [p.risk for p in preds], [p.claim_type for p in preds]
     t1_true = np.array([r in TIER1_RISKS for r in rt], dtype=bool)
@@ -81,6 +86,7 @@ def triage_metrics(
         "tier1_n": int(t1_true.sum()),
         "risk_macro_f1": round(float(f1_score(rt, rp, average="macro", zero_division=0)), 4) if n else None,
         "claim_type_macro_f1": round(float(f1_score(ct, cp, average="macro", zero_division=0)), 4) if n else None,
+        "claim_type_accuracy": round(float(accuracy_score(ct, cp)), 4) if n else None,
         "tier1_recall": recall,
         "tier1_precision": _ratio(int((t1_true & t1_pred).sum()), int(t1_pred.sum())),
         "tier1_precision_at_prevalence": precision_at_prevalence(recall, fpr, prevalence),
