@@ -34,6 +34,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score
 
+from serving.errors import TriageError
 from serving.labels import TIER1_RISKS
 from serving.settings import Settings
 from training.data import load_dataset
@@ -46,6 +47,7 @@ STRENGTHS = (0.3, 1.0, 3.0)
 """Logistic regression C values tried (the product's heads use 1)."""
 RECALL = 0.85
 """The recall at which precision is read: issue 8's real-message recall target."""
+PRECISION_KEY = f"precision_at_recall_{RECALL}"
 
 
 def score(
@@ -64,9 +66,7 @@ def score(
             {
                 "c": c,
                 "average_precision": round(float(average_precision_score(yr, p)), 4),
-                f"precision_at_recall_{RECALL}": operating_points(p, yr, recalls=(RECALL,))["all"][f"{RECALL:.2f}"][
-                    "precision"
-                ],
+                PRECISION_KEY: operating_points(p, yr, recalls=(RECALL,))["all"][f"{RECALL:.2f}"]["precision"],
                 "claim_type_macro_f1_tier1": round(
                     float(f1_score(rf["claim_type"][yr], ground.predict(xr[yr]), average="macro")), 4
                 ),
@@ -81,32 +81,37 @@ def embed(
     """Each encoder's embeddings of the training and the real messages, side by side; fine-tuned first on
     the training data when `cfg` is given."""
     parts_train, parts_real, done = [], [], []
+    train_texts = train["text"].tolist()
     for name in names:
         encoder = load_encoder(name, cache)
         if cfg is not None:
             print(f"{name}: fine-tuning ({cfg.objective}) ...", flush=True)
-            report = finetune(
-                encoder, train["text"].tolist(), train["claim_type"].tolist(), cfg, risks=train["risk"].tolist()
-            )
+            report = finetune(encoder, train_texts, train["claim_type"].tolist(), cfg, risks=train["risk"].tolist())
             done.append({"encoder": name} | report)
         started = time.perf_counter()
-        parts_train.append(encoder.encode(train["text"].tolist(), batch_size=64, progress=True))
+        parts_train.append(encoder.encode(train_texts, batch_size=64, progress=True))
         parts_real.append(encoder.encode(texts, batch_size=64))
         print(f"{name}: {encoder.dim} dimensions, embedded in {time.perf_counter() - started:.0f} s", flush=True)
     return np.hstack(parts_train), np.hstack(parts_real), done
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    key = f"precision_at_recall_{RECALL}"
     lines = [
         f"| C | real AP | real precision at recall {RECALL} | real claim-type F1 (Tier-1 messages) |",
         "|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['c']} | {r['average_precision']:.3f} | {r[key]:.3f} | {r['claim_type_macro_f1_tier1']:.3f} |"
+        f"| {r['c']} | {r['average_precision']:.3f} | {r[PRECISION_KEY]:.3f} | {r['claim_type_macro_f1_tier1']:.3f} |"
         for r in rows
     ]
     return "\n".join(lines)
+
+
+def positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value}: expected a whole number of at least 1")
+    return n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,29 +124,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--finetune", choices=OBJECTIVES, help="fine-tune each encoder once on the training data")
     parser.add_argument("--learning-rate", type=float, default=3e-5)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=positive, default=1)
     parser.add_argument("--data", type=Path, help="training CSV (default: data/train.csv)")
     parser.add_argument("--real", type=Path, help="real messages (default: TRIAGE_REAL_EVAL)")
-    parser.add_argument("--rows", type=int, help="use the first N training rows only (a quick check)")
+    parser.add_argument("--rows", type=positive, help="use the first N training rows only (a quick check)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder of the JSON result (default: %(default)s)")
     parser.add_argument("--no-save", action="store_true", help="print only; write no JSON")
     args = parser.parse_args(argv)
+    if args.learning_rate <= 0:
+        parser.error(f"--learning-rate {args.learning_rate}: expected a positive number")
     settings = Settings()
     real_path = args.real or settings.real_eval
     if not real_path or not Path(real_path).is_file():
         parser.error(f"the real-message set {real_path} is missing (--real or TRIAGE_REAL_EVAL)")
-    train = load_dataset(args.data or settings.data_dir / "train.csv")
-    if args.rows:
-        train = train.head(args.rows).reset_index(drop=True)
-    real = load_dataset(real_path)
-    cfg = (
-        FinetuneConfig(
-            objective=args.finetune, learning_rate=args.learning_rate, epochs=args.epochs, seed=settings.seed
+    data_path = args.data or settings.data_dir / "train.csv"
+    try:  # a bad CSV or an encoder that cannot load: one line that says what to fix, no traceback
+        train = load_dataset(data_path)
+        if args.rows:
+            train = train.head(args.rows).reset_index(drop=True)
+        real = load_dataset(real_path)
+        for name, df in (("training data", train), ("real-message set", real)):
+            if df["risk"].isin(TIER1_RISKS).all() or not df["risk"].isin(TIER1_RISKS).any():
+                parser.error(f"the {name} needs both Tier-1 and routine messages")
+        cfg = (
+            FinetuneConfig(
+                objective=args.finetune, learning_rate=args.learning_rate, epochs=args.epochs, seed=settings.seed
+            )
+            if args.finetune
+            else None
         )
-        if args.finetune
-        else None
-    )
-    x, xr, tuned = embed(args.encoder, train, real["text"].tolist(), cfg, settings.cache_dir)
+        x, xr, tuned = embed(args.encoder, train, real["text"].tolist(), cfg, settings.cache_dir)
+    except TriageError as err:
+        parser.error(str(err))
     rows = score((x, train), (xr, real), STRENGTHS)
     print()
     print(f"{' + '.join(args.encoder)}" + (f", fine-tuned ({args.finetune})" if cfg else ", frozen"))
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoders": args.encoder,
         "finetune": None if cfg is None else asdict(cfg),
         "finetuned": tuned,
-        "data": str(args.data or settings.data_dir / "train.csv"),
+        "data": str(data_path),
         "rows": len(train),
         "dimensions": int(x.shape[1]),
         "real": str(real_path),
@@ -161,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"probe-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    staging = path.with_suffix(".json.tmp")  # renamed into place: never a half-written result
+    staging.write_text(json.dumps(out, indent=2) + "\n")
+    staging.replace(path)
     print(f"\nwritten to {path}")
     return 0
 

@@ -28,3 +28,24 @@ def test_probe_ranks_held_out_messages_and_writes_its_result(tmp_path: Path) -> 
         assert share + 0.1 < r["average_precision"] <= 1.0  # embeddings rank far better than chance
         assert share < r["precision_at_recall_0.85"] <= 1.0
         assert 0.0 < r["claim_type_macro_f1_tier1"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--encoder", "usem3", "--rows", "0"], "at least 1"),
+        (["--encoder", "usem3", "--epochs", "-1"], "at least 1"),
+        (["--encoder", "usem3", "--learning-rate", "0"], "positive"),
+        (["--encoder", "no/such/encoder-folder", "--rows", "50"], "no/such/encoder-folder"),
+    ],
+)
+def test_probe_answers_bad_input_with_one_line_and_writes_nothing(
+    args: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = DATA / "test.csv"
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--real", str(real), "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
