@@ -88,6 +88,12 @@ def test_evaluate_json(triage_cli: TriageCli, triage_model: TrainedModel) -> Non
     served = metrics["test"][result["variant"]]
     assert {k: result[k] for k in TRIAGE_KEYS} == {k: served[k] for k in TRIAGE_KEYS}
     assert result["keyword_baseline"] == metrics["keyword_baseline"]
+    # every headline figure with its bootstrap interval, the point being the figure the report gives
+    intervals = result["intervals"]
+    assert intervals["tier1_recall"]["value"] == result["tier1_recall"]
+    assert intervals["claim_type_macro_f1"]["value"] == result["claim_type_macro_f1"]
+    for row in intervals.values():
+        assert row["low"] <= row["value"] <= row["high"]
 
 
 def test_evaluate_tables_and_plots(triage_cli: TriageCli, triage_model: TrainedModel, tmp_path: Path) -> None:

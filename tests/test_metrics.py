@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score
 
 from serving.prediction import Prediction
 from training.metrics import (
+    bootstrap_intervals,
     length_bucket,
     operating_points,
     precision_at_prevalence,
@@ -100,3 +102,55 @@ def test_tier_flip_rate() -> None:
     a = [pred("at_risk"), pred("routine"), pred("claim_filed")]
     b = [pred("claim_filed"), pred("at_risk"), pred("claim_filed")]
     assert tier_flip_rate(a, b) == round(1 / 3, 5)  # at_risk -> claim_filed stays Tier 1
+
+
+def _forty() -> tuple[list[str], list[str], list[Prediction]]:
+    """20 Tier-1 messages (16 caught) and 20 routine ones (4 sent to Tier 1): recall and precision 0.8."""
+    risk = ["at_risk"] * 20 + ["routine"] * 20
+    claim = ["other"] * 20 + ["none"] * 20
+    caught, missed = [pred("at_risk", 0.9)] * 16, [pred("routine", 0.2)] * 4
+    false_alarms, quiet = [pred("at_risk", 0.7)] * 4, [pred("routine", 0.1)] * 16
+    preds = caught + missed + false_alarms + quiet
+    return risk, claim, preds
+
+
+def test_bootstrap_intervals_hold_the_figure_and_narrow_with_more_messages() -> None:
+    risk, claim, preds = _forty()
+    small = bootstrap_intervals(risk, claim, preds, resamples=200)
+    assert small["tier1_recall"]["value"] == 0.8 and small["tier1_precision"]["value"] == 0.8
+    for row in small.values():
+        assert row["low"] is not None and row["high"] is not None and row["value"] is not None
+        assert row["low"] <= row["value"] <= row["high"]
+    low, high = small["tier1_recall"]["low"], small["tier1_recall"]["high"]
+    assert low is not None and high is not None and low < 0.8 < high  # 40 messages leave doubt
+    large = bootstrap_intervals(risk * 9, claim * 9, preds * 9, resamples=200)
+    for name in ("tier1_recall", "tier1_precision", "claim_type_macro_f1"):
+        wide = small[name]["high"] - small[name]["low"]  # type: ignore[operator]
+        narrow = large[name]["high"] - large[name]["low"]  # type: ignore[operator]
+        assert narrow < 0.6 * wide, (name, wide, narrow)  # 9x the messages: about a third of the width
+    assert bootstrap_intervals(risk, claim, preds, resamples=200) == small  # seeded: the same file reads the same
+
+
+def test_the_interval_claim_type_f1_is_sklearns_macro_f1() -> None:
+    risk = ["at_risk", "at_risk", "at_risk", "routine", "routine", "at_risk"]
+    claim = ["not_received", "other", "damaged_defective", "none", "none", "other"]
+    preds = [
+        Prediction("at_risk", "not_received", {"routine": 0.1}, {}, False),
+        Prediction("at_risk", "not_received", {"routine": 0.2}, {}, False),
+        Prediction("at_risk", "return_refund", {"routine": 0.3}, {}, False),
+        Prediction("routine", "none", {"routine": 0.9}, {}, False),
+        Prediction("at_risk", "other", {"routine": 0.4}, {}, False),
+        Prediction("at_risk", "other", {"routine": 0.2}, {}, False),
+    ]
+    expected = f1_score(claim, [p.claim_type for p in preds], average="macro", zero_division=0)
+    assert bootstrap_intervals(risk, claim, preds, resamples=10)["claim_type_macro_f1"]["value"] == round(expected, 4)
+
+
+def test_a_perfect_predictor_has_no_doubt_and_an_empty_file_no_figure() -> None:
+    risk = ["at_risk"] * 5 + ["routine"] * 5
+    claim = ["other"] * 5 + ["none"] * 5
+    preds = [pred("at_risk", 0.9)] * 5 + [pred("routine", 0.1)] * 5
+    iv = bootstrap_intervals(risk, claim, preds, resamples=200)
+    assert iv["tier1_recall"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert iv["tier1_average_precision"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert all(row == {"value": None, "low": None, "high": None} for row in bootstrap_intervals([], [], []).values())

@@ -13,13 +13,15 @@ from serving.model import Classifier, ModelBundle, ModelError
 from training.data import load_dataset
 from training.metrics import (
     DEFAULT_PREVALENCE,
+    INTERVAL_RESAMPLES,
+    bootstrap_intervals,
     confusion,
     operating_points,
     target_metrics,
     tier1_score,
     triage_report,
 )
-from training.modelcard import group_table, length_table, metrics_table, operating_table
+from training.modelcard import group_table, interval_table, length_table, metrics_table, operating_table
 from training.plots import plot_confusion, plot_triage
 
 
@@ -91,12 +93,17 @@ def triage_evaluation(
         "variant": bundle.variant,
         "data": str(data),
         "operating_points": operating_points(scores, truth, df["language"].tolist()),
+        "intervals": bootstrap_intervals(df["risk"], df["claim_type"], preds),
     }
     lines = [
         f"{data}{f' ({title})' if title else ''}: {report['n']} messages, model {bundle.version} "
         f"({bundle.variant}) vs keyword triage",
         "",
         metrics_table(report, keywords),
+        "",
+        f"How sure (95% bootstrap intervals, {INTERVAL_RESAMPLES} resamples of these messages):",
+        "",
+        interval_table(report["intervals"]),
         "",
         "Tier 1 per language and length (characters):",
         "",

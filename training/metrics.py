@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score
 
 from serving.labels import LANGUAGES, TIER1_RISKS
 from serving.prediction import Prediction
@@ -35,6 +35,7 @@ TRIAGE_KEYS = (
 LENGTH_BUCKETS: tuple[tuple[str, int, float], ...] = (("<80", 0, 79), ("80-200", 80, 200), (">200", 201, np.inf))
 RECALL_POINTS = (0.90, 0.95, 0.97)
 DEFAULT_PREVALENCE = 0.10
+INTERVAL_RESAMPLES = 1000
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -144,6 +145,66 @@ def triage_report(
         slices = df["slice"].to_numpy()
         report["per_slice"] = _groups(df, preds, slices, sorted(set(slices)), prevalence)
     return report
+
+
+def bootstrap_intervals(
+    risk_true: Sequence[str],
+    claim_true: Sequence[str],
+    preds: Sequence[Prediction],
+    resamples: int = INTERVAL_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float | None]]:
+    """How far the headline figures of one file can be trusted: each with its percentile-bootstrap interval
+    at `level` over `resamples` resamples of the messages (drawn with replacement, the same draws for every
+    figure). 320 messages cannot tell a precision of 0.62 from 0.66; the interval says so.
+
+    Figures: Tier-1 recall and precision at the model's threshold, Tier-1 average precision (threshold-free,
+    on P(Tier 1)) and claim-type macro-F1. A figure a resample cannot compute (no Tier-1 message drawn) is
+    left out of that resample; `low` / `high` are None when no resample could compute it."""
+    t1_true = np.array([r in TIER1_RISKS for r in risk_true], dtype=bool)
+    t1_pred = np.array([p.risk in TIER1_RISKS for p in preds], dtype=bool)
+    scores = np.array([tier1_score(p) for p in preds], dtype=float)
+    names_ct = sorted(set(claim_true) | {p.claim_type for p in preds})
+    k = len(names_ct)
+    code = {name: i for i, name in enumerate(names_ct)}
+    pair = np.array([code[t] * k + code[p.claim_type] for t, p in zip(claim_true, preds, strict=True)], dtype=int)
+
+    def macro_f1(idx: np.ndarray) -> float:
+        """sklearn's macro-F1 (labels present in truth or prediction, zero_division=0), from one bincount."""
+        cm = np.bincount(pair[idx], minlength=k * k).reshape(k, k)
+        tp, truth, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+        present = (truth + predicted) > 0
+        return float((2 * tp[present] / (truth + predicted)[present]).mean())
+
+    def figures(idx: np.ndarray) -> tuple[float, float, float, float]:
+        t, r = t1_true[idx], t1_pred[idx]
+        hit = float((t & r).sum())
+        return (
+            hit / t.sum() if t.any() else np.nan,
+            hit / r.sum() if r.any() else np.nan,
+            float(average_precision_score(t, scores[idx])) if t.any() and not t.all() else np.nan,
+            macro_f1(idx),
+        )
+
+    names = ("tier1_recall", "tier1_precision", "tier1_average_precision", "claim_type_macro_f1")
+    n = len(t1_true)
+    if n == 0:
+        return {name: {"value": None, "low": None, "high": None} for name in names}
+    point = figures(np.arange(n))
+    rng = np.random.default_rng(seed)
+    draws = np.array([figures(rng.integers(0, n, n)) for _ in range(resamples)])
+    tail = (1 - level) / 2 * 100
+    out: dict[str, dict[str, float | None]] = {}
+    for i, name in enumerate(names):
+        col = draws[:, i][~np.isnan(draws[:, i])]
+        low, high = np.percentile(col, [tail, 100 - tail]) if len(col) else (None, None)
+        out[name] = {
+            "value": None if np.isnan(point[i]) else round(float(point[i]), 4),
+            "low": None if low is None else round(float(low), 4),
+            "high": None if high is None else round(float(high), 4),
+        }
+    return out
 
 
 def operating_points(

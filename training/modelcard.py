@@ -66,6 +66,14 @@ def length_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def interval_table(intervals: dict[str, dict[str, float | None]]) -> str:
+    """Each headline figure with its bootstrap interval (training.metrics.bootstrap_intervals)."""
+    lines = ["| figure | value | 95% interval |", "|---|---|---|"]
+    for name, row in intervals.items():
+        lines.append(f"| {name} | {_fmt(row['value'])} | {_fmt(row['low'])} - {_fmt(row['high'])} |")
+    return "\n".join(lines)
+
+
 def operating_table(points: dict[str, dict[str, dict[str, float | None]]]) -> str:
     """Precision at recall 0.90 / 0.95 / 0.97, overall and per language, with the threshold for each."""
     targets = list(next(iter(points.values())))
