@@ -96,6 +96,20 @@ def test_evaluate_json(triage_cli: TriageCli, triage_model: TrainedModel) -> Non
         assert row["low"] <= row["value"] <= row["high"]
 
 
+def test_evaluate_against_a_model_pairs_them_and_refuses_a_missing_one(
+    triage_cli: TriageCli, triage_model: TrainedModel, tmp_path: Path
+) -> None:
+    args = ("evaluate", "--data", triage_model.data.test, "--model", triage_model.folder, "--no-real")
+    run = triage_cli(*args, "--against", triage_model.folder, "--json")
+    assert run.returncode == 0, run.stderr
+    against = json.loads(run.stdout)["against"]
+    assert against["model_version"] == json.loads((triage_model.folder / "config.json").read_text())["version"]
+    for row in against["figures"].values():  # a model against itself: no difference on any draw
+        assert row["difference"] == 0.0 and row["low"] == 0.0 and row["high"] == 0.0
+    run = triage_cli(*args, "--against", tmp_path / "nowhere")
+    assert run.returncode == 2 and "not a model folder" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_evaluate_tables_and_plots(triage_cli: TriageCli, triage_model: TrainedModel, tmp_path: Path) -> None:
     plots = tmp_path / "plots"
     run = triage_cli("evaluate", "--data", triage_model.data.test, "--model", triage_model.folder, "--plots", plots)

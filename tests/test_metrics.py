@@ -12,6 +12,7 @@ from training.metrics import (
     bootstrap_intervals,
     length_bucket,
     operating_points,
+    paired_differences,
     precision_at_prevalence,
     threshold_for_recall,
     tier_flip_rate,
@@ -154,3 +155,22 @@ def test_a_perfect_predictor_has_no_doubt_and_an_empty_file_no_figure() -> None:
     assert iv["tier1_recall"] == {"value": 1.0, "low": 1.0, "high": 1.0}
     assert iv["tier1_average_precision"] == {"value": 1.0, "low": 1.0, "high": 1.0}
     assert all(row == {"value": None, "low": None, "high": None} for row in bootstrap_intervals([], [], []).values())
+
+
+def test_paired_differences_tell_a_better_model_from_luck() -> None:
+    risk, claim, preds = _forty()
+    same = paired_differences(risk, claim, preds, preds, resamples=200)
+    for row in same.values():
+        assert row["difference"] == 0.0 and row["low"] == 0.0 and row["high"] == 0.0 and row["ahead"] == 0.0
+    # the better model catches the 4 missed Tier-1 messages: ahead in recall whatever the draw
+    better = [pred("at_risk", 0.9)] * 20 + preds[20:]
+    diff = paired_differences(risk, claim, better, preds, resamples=200)
+    recall = diff["tier1_recall"]
+    assert recall["value"] == 1.0 and recall["baseline"] == 0.8 and recall["difference"] == 0.2
+    assert recall["low"] is not None and recall["low"] > 0 and recall["ahead"] is not None and recall["ahead"] > 0.95
+    # one message of difference in 40 is within the file's luck: the interval holds 0
+    one = [pred("at_risk", 0.9)] * 17 + preds[17:]
+    close = paired_differences(risk, claim, one, preds, resamples=200)["tier1_recall"]
+    assert close["low"] is not None and close["high"] is not None and close["low"] <= 0 < close["high"]
+    with pytest.raises(ValueError, match="39 baseline"):
+        paired_differences(risk, claim, preds, preds[:-1])

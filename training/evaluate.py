@@ -17,11 +17,19 @@ from training.metrics import (
     bootstrap_intervals,
     confusion,
     operating_points,
+    paired_differences,
     target_metrics,
     tier1_score,
     triage_report,
 )
-from training.modelcard import group_table, interval_table, length_table, metrics_table, operating_table
+from training.modelcard import (
+    group_table,
+    interval_table,
+    length_table,
+    metrics_table,
+    operating_table,
+    paired_table,
+)
 from training.plots import plot_confusion, plot_triage
 
 
@@ -33,14 +41,19 @@ def evaluate_file(
     plots_dir: Path | None = None,
     prevalence: float = DEFAULT_PREVALENCE,
     real: Path | None = None,
+    against: Path | None = None,
 ) -> dict[str, Any]:
     """{"metrics": the JSON object, "text": readable tables}; plots are written when `plots_dir` is set.
+    With `against` (another model folder), each file also gets the paired comparison of the two models.
 
     A triage evaluation reports overall, per language, per length bucket and per slice (when the file has
     a `slice` column), precision at `prevalence` next to the raw figure, and the same for the `real`
     messages (unless `data` is that file)."""
     bundle = ModelBundle(folder, variant=variant)
+    baseline = ModelBundle(against) if against is not None else None
     if target:
+        if baseline is not None:
+            raise ModelError("--against compares two triage models; it does not take --target")
         if target not in bundle.heads:
             raise ModelError(f"{folder} has no head for {target!r} (heads: {', '.join(bundle.heads)})")
         df = load_dataset(data, target)
@@ -61,7 +74,7 @@ def evaluate_file(
             text += f"\nconfusion matrix: {path}"
         return {"metrics": metrics, "text": text}
 
-    report, text = triage_evaluation(data, bundle, prevalence, plots_dir)
+    report, text = triage_evaluation(data, bundle, prevalence, plots_dir, baseline=baseline)
     metrics = report
     if real is not None and real.resolve() != Path(data).resolve():
         real_report, real_text = triage_evaluation(
@@ -70,6 +83,7 @@ def evaluate_file(
             prevalence,
             plots_dir / "real" if plots_dir else None,
             title="real messages (never trained on)",
+            baseline=baseline,
         )
         metrics = report | {"real": real_report}
         text += "\n\n" + real_text
@@ -77,9 +91,15 @@ def evaluate_file(
 
 
 def triage_evaluation(
-    data: Path, bundle: ModelBundle, prevalence: float, plots_dir: Path | None, title: str = ""
+    data: Path,
+    bundle: ModelBundle,
+    prevalence: float,
+    plots_dir: Path | None,
+    title: str = "",
+    baseline: ModelBundle | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """The report (model and keyword triage) on one labeled file, and its tables."""
+    """The report (model and keyword triage, and the `baseline` model when given) on one labeled file, and its
+    tables."""
     df = load_dataset(data)
     texts = df["text"].tolist()
     preds = Classifier(bundle).predict(texts)
@@ -117,6 +137,16 @@ def triage_evaluation(
         "",
         operating_table(report["operating_points"]),
     ]
+    if baseline is not None:
+        diffs = paired_differences(df["risk"], df["claim_type"], preds, Classifier(baseline).predict(texts))
+        report["against"] = {"model_version": baseline.version, "variant": baseline.variant, "figures": diffs}
+        lines += [
+            "",
+            f"Against {baseline.version} ({baseline.variant}), both scored on the same {INTERVAL_RESAMPLES} "
+            "resamples of these messages (a difference whose interval holds 0 is within this file's luck):",
+            "",
+            paired_table(diffs, baseline.version),
+        ]
     if plots_dir:
         paths = plot_triage(plots_dir, df["risk"], df["claim_type"], preds, report, keywords, data.name)
         lines += ["", "plots: " + ", ".join(str(p) for p in paths)]

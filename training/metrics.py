@@ -7,7 +7,7 @@ Tier-1 share), and how well the claim type is named.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -147,6 +147,53 @@ def triage_report(
     return report
 
 
+INTERVAL_FIGURES = ("tier1_recall", "tier1_precision", "tier1_average_precision", "claim_type_macro_f1")
+
+
+def _figures(
+    risk_true: Sequence[str], claim_true: Sequence[str], preds: Sequence[Prediction]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The INTERVAL_FIGURES of the rows `idx` (a resample), NaN where a figure cannot be computed."""
+    t1_true = np.array([r in TIER1_RISKS for r in risk_true], dtype=bool)
+    t1_pred = np.array([p.risk in TIER1_RISKS for p in preds], dtype=bool)
+    scores = np.array([tier1_score(p) for p in preds], dtype=float)
+    names = sorted(set(claim_true) | {p.claim_type for p in preds})
+    k = len(names)
+    code = {name: i for i, name in enumerate(names)}
+    pair = np.array([code[t] * k + code[p.claim_type] for t, p in zip(claim_true, preds, strict=True)], dtype=int)
+
+    def figures(idx: np.ndarray) -> np.ndarray:
+        t, r = t1_true[idx], t1_pred[idx]
+        hit = float((t & r).sum())
+        # sklearn's macro-F1 (labels present in truth or prediction, zero_division=0), from one bincount
+        cm = np.bincount(pair[idx], minlength=k * k).reshape(k, k)
+        tp, truth, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+        present = (truth + predicted) > 0
+        return np.array(
+            [
+                hit / t.sum() if t.any() else np.nan,
+                hit / r.sum() if r.any() else np.nan,
+                float(average_precision_score(t, scores[idx])) if t.any() and not t.all() else np.nan,
+                float((2 * tp[present] / (truth + predicted)[present]).mean()),
+            ]
+        )
+
+    return figures
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float | None, float | None]:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return None, None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return round(float(low), 4), round(float(high), 4)
+
+
+def _value(x: float) -> float | None:
+    return None if np.isnan(x) else round(float(x), 4)
+
+
 def bootstrap_intervals(
     risk_true: Sequence[str],
     claim_true: Sequence[str],
@@ -162,47 +209,59 @@ def bootstrap_intervals(
     Figures: Tier-1 recall and precision at the model's threshold, Tier-1 average precision (threshold-free,
     on P(Tier 1)) and claim-type macro-F1. A figure a resample cannot compute (no Tier-1 message drawn) is
     left out of that resample; `low` / `high` are None when no resample could compute it."""
-    t1_true = np.array([r in TIER1_RISKS for r in risk_true], dtype=bool)
-    t1_pred = np.array([p.risk in TIER1_RISKS for p in preds], dtype=bool)
-    scores = np.array([tier1_score(p) for p in preds], dtype=float)
-    names_ct = sorted(set(claim_true) | {p.claim_type for p in preds})
-    k = len(names_ct)
-    code = {name: i for i, name in enumerate(names_ct)}
-    pair = np.array([code[t] * k + code[p.claim_type] for t, p in zip(claim_true, preds, strict=True)], dtype=int)
-
-    def macro_f1(idx: np.ndarray) -> float:
-        """sklearn's macro-F1 (labels present in truth or prediction, zero_division=0), from one bincount."""
-        cm = np.bincount(pair[idx], minlength=k * k).reshape(k, k)
-        tp, truth, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
-        present = (truth + predicted) > 0
-        return float((2 * tp[present] / (truth + predicted)[present]).mean())
-
-    def figures(idx: np.ndarray) -> tuple[float, float, float, float]:
-        t, r = t1_true[idx], t1_pred[idx]
-        hit = float((t & r).sum())
-        return (
-            hit / t.sum() if t.any() else np.nan,
-            hit / r.sum() if r.any() else np.nan,
-            float(average_precision_score(t, scores[idx])) if t.any() and not t.all() else np.nan,
-            macro_f1(idx),
-        )
-
-    names = ("tier1_recall", "tier1_precision", "tier1_average_precision", "claim_type_macro_f1")
-    n = len(t1_true)
+    n = len(preds)
     if n == 0:
-        return {name: {"value": None, "low": None, "high": None} for name in names}
+        return {name: {"value": None, "low": None, "high": None} for name in INTERVAL_FIGURES}
+    figures = _figures(risk_true, claim_true, preds)
     point = figures(np.arange(n))
     rng = np.random.default_rng(seed)
     draws = np.array([figures(rng.integers(0, n, n)) for _ in range(resamples)])
-    tail = (1 - level) / 2 * 100
     out: dict[str, dict[str, float | None]] = {}
-    for i, name in enumerate(names):
+    for i, name in enumerate(INTERVAL_FIGURES):
+        low, high = _percentiles(draws[:, i], level)
+        out[name] = {"value": _value(point[i]), "low": low, "high": high}
+    return out
+
+
+def paired_differences(
+    risk_true: Sequence[str],
+    claim_true: Sequence[str],
+    preds: Sequence[Prediction],
+    baseline: Sequence[Prediction],
+    resamples: int = INTERVAL_RESAMPLES,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, float | None]]:
+    """Is `preds` better than `baseline` on this file, beyond the luck of which messages it holds? Each
+    INTERVAL_FIGURE of both, their difference, its percentile-bootstrap interval with both predictors scored
+    on the same resamples (pairing removes the messages both get right or wrong from the doubt), and the
+    share of resamples where `preds` is ahead (`ahead`)."""
+    n = len(preds)
+    if n != len(baseline):
+        raise ValueError(f"{n} predictions against {len(baseline)} baseline predictions")
+    empty = {"value": None, "baseline": None, "difference": None, "low": None, "high": None, "ahead": None}
+    if n == 0:
+        return {name: dict(empty) for name in INTERVAL_FIGURES}
+    new, old = _figures(risk_true, claim_true, preds), _figures(risk_true, claim_true, baseline)
+    everything = np.arange(n)
+    point_new, point_old = new(everything), old(everything)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        diffs.append(new(idx) - old(idx))
+    draws = np.array(diffs)
+    out: dict[str, dict[str, float | None]] = {}
+    for i, name in enumerate(INTERVAL_FIGURES):
         col = draws[:, i][~np.isnan(draws[:, i])]
-        low, high = np.percentile(col, [tail, 100 - tail]) if len(col) else (None, None)
+        low, high = _percentiles(col, level)
         out[name] = {
-            "value": None if np.isnan(point[i]) else round(float(point[i]), 4),
-            "low": None if low is None else round(float(low), 4),
-            "high": None if high is None else round(float(high), 4),
+            "value": _value(point_new[i]),
+            "baseline": _value(point_old[i]),
+            "difference": _value(point_new[i] - point_old[i]),
+            "low": low,
+            "high": high,
+            "ahead": round(float((col > 0).mean()), 4) if len(col) else None,
         }
     return out
 

@@ -74,6 +74,23 @@ def interval_table(intervals: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(figures: dict[str, dict[str, float | None]], baseline: str) -> str:
+    """Each headline figure of this model and `baseline`, the difference, its paired 95% interval and the share
+    of resamples where this model is ahead (training.metrics.paired_differences)."""
+    lines = [
+        f"| figure | this model | {baseline} | difference | 95% interval | ahead in |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in figures.items():
+        diff = "n/a" if row["difference"] is None else f"{row['difference']:+.3f}"
+        ahead = "n/a" if row["ahead"] is None else f"{row['ahead']:.0%}"
+        lines.append(
+            f"| {name} | {_fmt(row['value'])} | {_fmt(row['baseline'])} | {diff} | "
+            f"{_fmt(row['low'])} - {_fmt(row['high'])} | {ahead} |"
+        )
+    return "\n".join(lines)
+
+
 def operating_table(points: dict[str, dict[str, dict[str, float | None]]]) -> str:
     """Precision at recall 0.90 / 0.95 / 0.97, overall and per language, with the threshold for each."""
     targets = list(next(iter(points.values())))

@@ -120,6 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         plots_dir=None if args.json else Path(args.plots),
         prevalence=args.prevalence or s.prevalence,
         real=real,
+        against=_model_folder(s, args.against) if args.against else None,
     )
     if args.json:
         print(json.dumps(result["metrics"], indent=2))
@@ -407,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model folder or models:/NAME@ALIAS (default: newest under models/)")
     e.add_argument("--target", help="evaluate a generic model's head on this column: n, accuracy, macro_f1")
     e.add_argument("--variant", choices=["fp32", "int8"], help="graph to run (default: the folder's default)")
+    e.add_argument(
+        "--against",
+        help="another model folder or models:/NAME@ALIAS: both on the same messages, with paired bootstrap "
+        "intervals of the differences (is the new model better beyond this file's luck?)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     e.add_argument("--plots", default="var/reports", help="where the confusion-matrix plots go (default var/reports)")
     e.add_argument(
