@@ -111,8 +111,13 @@ def test_metrics_cover_both_variants_and_the_keyword_baseline(triage_model: Trai
     assert set(metrics["operating_points"]) == {"all", "fr", "it", "en"}
     if REAL.is_file():  # the real messages are in every evaluation
         assert metrics["real"][config["default_variant"]]["n"] == len(load_dataset(REAL))
+    # the served variant's figures carry their bootstrap intervals, around the figure the report gives
+    served = metrics["test"][config["default_variant"]]
+    assert served["intervals"]["tier1_recall"]["value"] == served["tier1_recall"]
+    assert all(row["low"] <= row["value"] <= row["high"] for row in served["intervals"].values())
     card = (triage_model.folder / "MODEL_CARD.md").read_text()
     assert config["version"] in card and "confusion_risk.png" in card and "keywords" in card
+    assert "| tier1_average_precision |" in card
 
 
 @pytest.mark.parametrize("variant", ["fp32", "int8"])

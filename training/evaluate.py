@@ -24,7 +24,7 @@ from training.metrics import (
 )
 from training.modelcard import (
     group_table,
-    interval_table,
+    interval_lines,
     length_table,
     metrics_table,
     operating_table,
@@ -121,10 +121,7 @@ def triage_evaluation(
         "",
         metrics_table(report, keywords),
         "",
-        f"How sure (95% bootstrap intervals, {INTERVAL_RESAMPLES} resamples of these messages):",
-        "",
-        interval_table(report["intervals"]),
-        "",
+        *interval_lines(report),
         "Tier 1 per language and length (characters):",
         "",
         length_table(report),

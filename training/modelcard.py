@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.labels import LANGUAGES
-from training.metrics import LENGTH_BUCKETS
+from training.metrics import INTERVAL_RESAMPLES, LENGTH_BUCKETS
 
 ROWS = (
     "tier1_recall",
@@ -64,6 +64,14 @@ def length_table(report: dict[str, Any]) -> str:
             cells.append("-" if not m else f"{_fmt(m['tier1_recall'])} / {_fmt(m['tier1_precision'])} ({m['tier1_n']})")
         lines.append(f"| {lang} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def interval_lines(report: dict[str, Any]) -> list[str]:
+    """The report's bootstrap intervals as a titled table, or nothing for a report without them."""
+    if not report.get("intervals"):
+        return []
+    title = f"How sure (95% bootstrap intervals, {INTERVAL_RESAMPLES} resamples of these messages):"
+    return [title, "", interval_table(report["intervals"]), ""]
 
 
 def interval_table(intervals: dict[str, dict[str, float | None]]) -> str:
@@ -182,6 +190,7 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
             "",
             metrics_table(report, metrics.get("keyword_baseline")),
             "",
+            *interval_lines(report),
             "Per language and length (characters):",
             "",
             length_table(report),
@@ -206,6 +215,7 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
             "",
             metrics_table(real[variant], real.get("keyword_baseline")),
             "",
+            *interval_lines(real[variant]),
             group_table(real[variant]["per_length"], "length"),
             "",
         ]

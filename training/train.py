@@ -45,7 +45,7 @@ from training.heads import (
     model_logits,
     tier1_scores,
 )
-from training.metrics import operating_points, target_metrics, tier_flip_rate, triage_report
+from training.metrics import bootstrap_intervals, operating_points, target_metrics, tier_flip_rate, triage_report
 from training.modelcard import write_model_card
 from training.onnx import FP32_FILE, INT8_FILE, ExportError, check_parity, export_onnx, quantize_int8
 from training.plots import plot_triage
@@ -422,6 +422,9 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
                 for v, b in bundles.items()
             }
             if not cfg.target:
+                metrics["test"][variant]["intervals"] = bootstrap_intervals(
+                    test["risk"], test["claim_type"], preds[variant]
+                )
                 metrics["keyword_baseline"] = triage_report(
                     test, KeywordTriage().predict(test["text"].tolist()), cfg.prevalence
                 )
@@ -439,7 +442,8 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
             real_preds = Classifier(bundles[variant]).predict(real["text"].tolist())
             metrics["real"] = {
                 "data": str(cfg.real),
-                variant: triage_report(real, real_preds, cfg.prevalence),
+                variant: triage_report(real, real_preds, cfg.prevalence)
+                | {"intervals": bootstrap_intervals(real["risk"], real["claim_type"], real_preds)},
                 "keyword_baseline": triage_report(real, KeywordTriage().predict(real["text"].tolist()), cfg.prevalence),
             }
         steps.update()
