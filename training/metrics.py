@@ -36,6 +36,7 @@ LENGTH_BUCKETS: tuple[tuple[str, int, float], ...] = (("<80", 0, 79), ("80-200",
 RECALL_POINTS = (0.90, 0.95, 0.97)
 DEFAULT_PREVALENCE = 0.10
 INTERVAL_RESAMPLES = 1000
+INTERVAL_LEVEL = 0.95
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -181,6 +182,12 @@ def _figures(
     return figures
 
 
+def _resampled(figures: Callable[[np.ndarray], np.ndarray], n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, figures) array: `figures` of `resamples` seeded draws of n rows with replacement."""
+    rng = np.random.default_rng(seed)
+    return np.array([figures(rng.integers(0, n, n)) for _ in range(resamples)])
+
+
 def _percentiles(values: np.ndarray, level: float) -> tuple[float | None, float | None]:
     values = values[~np.isnan(values)]
     if not len(values):
@@ -199,7 +206,7 @@ def bootstrap_intervals(
     claim_true: Sequence[str],
     preds: Sequence[Prediction],
     resamples: int = INTERVAL_RESAMPLES,
-    level: float = 0.95,
+    level: float = INTERVAL_LEVEL,
     seed: int = 0,
 ) -> dict[str, dict[str, float | None]]:
     """How far the headline figures of one file can be trusted: each with its percentile-bootstrap interval
@@ -214,8 +221,7 @@ def bootstrap_intervals(
         return {name: {"value": None, "low": None, "high": None} for name in INTERVAL_FIGURES}
     figures = _figures(risk_true, claim_true, preds)
     point = figures(np.arange(n))
-    rng = np.random.default_rng(seed)
-    draws = np.array([figures(rng.integers(0, n, n)) for _ in range(resamples)])
+    draws = _resampled(figures, n, resamples, seed)
     out: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(INTERVAL_FIGURES):
         low, high = _percentiles(draws[:, i], level)
@@ -229,7 +235,7 @@ def paired_differences(
     preds: Sequence[Prediction],
     baseline: Sequence[Prediction],
     resamples: int = INTERVAL_RESAMPLES,
-    level: float = 0.95,
+    level: float = INTERVAL_LEVEL,
     seed: int = 0,
 ) -> dict[str, dict[str, float | None]]:
     """Is `preds` better than `baseline` on this file, beyond the luck of which messages it holds? Each
@@ -245,12 +251,7 @@ def paired_differences(
     new, old = _figures(risk_true, claim_true, preds), _figures(risk_true, claim_true, baseline)
     everything = np.arange(n)
     point_new, point_old = new(everything), old(everything)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(resamples):
-        idx = rng.integers(0, n, n)
-        diffs.append(new(idx) - old(idx))
-    draws = np.array(diffs)
+    draws = _resampled(lambda idx: new(idx) - old(idx), n, resamples, seed)
     out: dict[str, dict[str, float | None]] = {}
     for i, name in enumerate(INTERVAL_FIGURES):
         col = draws[:, i][~np.isnan(draws[:, i])]

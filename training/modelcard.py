@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from serving.labels import LANGUAGES
-from training.metrics import INTERVAL_RESAMPLES, LENGTH_BUCKETS
+from training.metrics import INTERVAL_LEVEL, INTERVAL_RESAMPLES, LENGTH_BUCKETS
 
 ROWS = (
     "tier1_recall",
@@ -70,23 +70,23 @@ def interval_lines(report: dict[str, Any]) -> list[str]:
     """The report's bootstrap intervals as a titled table, or nothing for a report without them."""
     if not report.get("intervals"):
         return []
-    title = f"How sure (95% bootstrap intervals, {INTERVAL_RESAMPLES} resamples of these messages):"
+    title = f"How sure ({INTERVAL_LEVEL:.0%} bootstrap intervals, {INTERVAL_RESAMPLES} resamples of these messages):"
     return [title, "", interval_table(report["intervals"]), ""]
 
 
 def interval_table(intervals: dict[str, dict[str, float | None]]) -> str:
     """Each headline figure with its bootstrap interval (training.metrics.bootstrap_intervals)."""
-    lines = ["| figure | value | 95% interval |", "|---|---|---|"]
+    lines = [f"| figure | value | {INTERVAL_LEVEL:.0%} interval |", "|---|---|---|"]
     for name, row in intervals.items():
         lines.append(f"| {name} | {_fmt(row['value'])} | {_fmt(row['low'])} - {_fmt(row['high'])} |")
     return "\n".join(lines)
 
 
 def paired_table(figures: dict[str, dict[str, float | None]], baseline: str) -> str:
-    """Each headline figure of this model and `baseline`, the difference, its paired 95% interval and the share
+    """Each headline figure of this model and `baseline`, the difference, its paired interval and the share
     of resamples where this model is ahead (training.metrics.paired_differences)."""
     lines = [
-        f"| figure | this model | {baseline} | difference | 95% interval | ahead in |",
+        f"| figure | this model | {baseline} | difference | {INTERVAL_LEVEL:.0%} interval | ahead in |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in figures.items():
