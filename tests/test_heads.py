@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from training.heads import HiddenLayer, fit_head, softmax
+from training.heads import HiddenLayer, fit_head, softmax, subnormals_flushed
 
 
 def xor_data(n: int = 400) -> tuple[np.ndarray, list[str]]:
@@ -26,3 +27,14 @@ def test_a_hidden_layer_learns_what_a_linear_head_cannot() -> None:
     assert accuracy(deep.labels, softmax(deep.logits(x)), y) > 0.9
     # the thresholds are chosen on out-of-fold predictions, which a hidden layer gets too
     assert deep.oof_proba is not None and accuracy(deep.labels, deep.oof_proba, y) > 0.85
+
+
+def test_subnormals_are_flushed_while_a_head_fits_and_only_then() -> None:
+    subnormal = np.float32(1e-39)  # below float32's smallest normal number (1.2e-38)
+    has_the_mode = torch.set_flush_denormal(False)  # x86 with SSE3 (this machine, CI); else a no-op
+    assert subnormal * np.float32(1.0) != 0
+    with subnormals_flushed():
+        flushed = subnormal * np.float32(1.0)
+    assert flushed == 0 or not has_the_mode
+    # left on, every later computation in the process (the ONNX parity checks among them) would change
+    assert subnormal * np.float32(1.0) != 0
