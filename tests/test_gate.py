@@ -7,7 +7,7 @@ from loop.gate import GatePolicy, flatten_metrics, gate
 
 def metrics(
     t1: float,
-    f1: float,
+    ap: float,
     langs: tuple[float, float, float] | None = None,
     short: tuple[float, float, float] | None = None,
     n_lang: int = 100,
@@ -16,7 +16,7 @@ def metrics(
     """Flat run metrics: overall, per language (n_lang Tier-1 messages each) and per language's short
     bucket (n_short each)."""
     fr, it, en = langs or (t1, t1, t1)
-    out = {"test.tier1_recall": t1, "test.risk_macro_f1": f1}
+    out = {"test.tier1_recall": t1, "test.tier1_average_precision": ap}
     for lang, value, sv in zip(("fr", "it", "en"), (fr, it, en), short or (fr, it, en), strict=True):
         out |= {
             f"test.{lang}.tier1_recall": value,
@@ -38,10 +38,28 @@ def test_lower_tier1_recall_fails_the_gate_with_the_numbers() -> None:
     assert "version 3" in d.reason
 
 
-def test_risk_macro_f1_may_drop_half_a_point_and_no_more() -> None:
+def test_tier1_average_precision_may_drop_half_a_point_and_no_more() -> None:
     assert gate(metrics(0.95, 0.8960), metrics(0.95, 0.90)).passed
     d = gate(metrics(0.95, 0.8940), metrics(0.95, 0.90))
-    assert not d.passed and "test.risk_macro_f1" in d.reason and "-0.60 points" in d.reason
+    assert not d.passed and "test.tier1_average_precision" in d.reason and "-0.60 points" in d.reason
+
+
+def test_a_lower_threshold_that_costs_macro_f1_but_ranks_as_well_passes() -> None:
+    # new data moved the threshold chosen for the same out-of-fold recall: more recall, less precision
+    champion = metrics(0.964, 0.986) | {"test.risk_macro_f1": 0.861, "test.tier1_precision": 0.916}
+    candidate = metrics(0.978, 0.987) | {"test.risk_macro_f1": 0.851, "test.tier1_precision": 0.889}
+    d = gate(candidate, champion)
+    assert d.passed, d.reason
+    assert "test.tier1_average_precision: 0.9870 vs champion 0.9860" in d.reason
+    assert not any(c.metric == "test.risk_macro_f1" for c in d.checks)
+
+
+def test_a_champion_registered_before_average_precision_is_judged_on_the_rest() -> None:
+    old = {k: v for k, v in metrics(0.95, 0.9).items() if not k.endswith("average_precision")}
+    assert gate(metrics(0.95, 0.8), old).passed
+    assert not gate(metrics(0.94, 0.99), old).passed
+    worse = {k: v for k, v in metrics(0.95, 0.9).items() if not k.endswith("average_precision")}
+    assert not gate(worse, metrics(0.95, 0.9)).passed  # a candidate must bring every figure
 
 
 def test_one_language_may_lose_two_tier1_messages_but_not_three() -> None:

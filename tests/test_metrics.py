@@ -76,6 +76,26 @@ def test_report_splits_by_language_length_and_slice() -> None:
     assert report["per_slice"]["routine_short"]["n"] == 1
     # recall 2/3, false-positive rate 1/1: at 10% Tier 1 precision is low
     assert report["tier1_precision_at_prevalence"] == precision_at_prevalence(round(2 / 3, 4), 1.0, 0.1)
+    # ranking: P(Tier 1) 0.9, 0.2, 0.9, 0.9 -> the routine message ties the top: AP = 3 Tier-1 rows among
+    # the top three (2/3 precision at 2/3 recall), then the last at precision 3/4
+    assert report["tier1_average_precision"] == round(2 / 3 * 2 / 3 + 1 / 3 * 3 / 4, 4)
+    assert report["per_language"]["en"]["tier1_average_precision"] is None  # one tier only: no ranking to judge
+
+
+def test_average_precision_reads_the_scores_not_the_threshold() -> None:
+    df = pd.DataFrame(
+        {
+            "text": ["a", "b", "c", "d"],
+            "language": ["en"] * 4,
+            "risk": ["at_risk", "routine", "at_risk", "routine"],
+            "claim_type": ["other", "none", "other", "none"],
+        }
+    )
+    strict = [pred("routine", 0.4), pred("routine", 0.1), pred("routine", 0.3), pred("routine", 0.2)]
+    loose = [pred("at_risk", 0.4), pred("at_risk", 0.1), pred("at_risk", 0.3), pred("at_risk", 0.2)]
+    a, b = triage_report(df, strict), triage_report(df, loose)
+    assert a["tier1_average_precision"] == b["tier1_average_precision"] == 1.0  # Tier 1 ranked first in both
+    assert (a["tier1_recall"], b["tier1_recall"]) == (0.0, 1.0)
 
 
 def test_a_one_claim_type_slice_reads_its_claim_type_accuracy() -> None:

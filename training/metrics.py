@@ -26,6 +26,7 @@ TRIAGE_KEYS = (
     "tier1_recall",
     "tier1_precision",
     "tier1_precision_at_prevalence",
+    "tier1_average_precision",
     "tier1_routed",
     "claim_filed_recall",
     "risk_accuracy",
@@ -69,7 +70,8 @@ def triage_metrics(
     prevalence: float = DEFAULT_PREVALENCE,
 ) -> dict[str, Any]:
     """Risk / claim-type macro-F1 (over the labels present in truth or prediction), claim-type accuracy,
-    Tier-1 recall and precision (raw and at `prevalence`), claim_filed recall, needs_review rate.
+    Tier-1 recall and precision (raw and at `prevalence`), claim_filed recall, needs_review rate, and the
+    average precision of P(Tier 1): how well the scores rank, whatever the threshold (None without both tiers).
 
     Claim-type accuracy is the figure to read for a group with one true claim type (a slice such as
     `lateness`): there macro-F1 averages in a zero for every other label predicted even once, so 35 of 36
@@ -83,6 +85,8 @@ def triage_metrics(
     n = len(rt)
     recall = _ratio(int((t1_true & t1_pred).sum()), int(t1_true.sum()))
     fpr = _ratio(int((~t1_true & t1_pred).sum()), int((~t1_true).sum()))
+    both_tiers = bool(t1_true.any() and not t1_true.all())
+    scores = [tier1_score(p) for p in preds]
     return {
         "n": n,
         "tier1_n": int(t1_true.sum()),
@@ -92,6 +96,7 @@ def triage_metrics(
         "tier1_recall": recall,
         "tier1_precision": _ratio(int((t1_true & t1_pred).sum()), int(t1_pred.sum())),
         "tier1_precision_at_prevalence": precision_at_prevalence(recall, fpr, prevalence),
+        "tier1_average_precision": round(float(average_precision_score(t1_true, scores)), 4) if both_tiers else None,
         "tier1_routed": _ratio(int(t1_pred.sum()), n),  # share sent to Tier 1 (for routine slices: false alarms)
         "claim_filed_recall": _ratio(int((filed & filed_pred).sum()), int(filed.sum())),
         "risk_accuracy": round(float(accuracy_score(rt, rp)), 4) if n else None,

@@ -12,6 +12,7 @@ ROWS = (
     "tier1_recall",
     "tier1_precision",
     "tier1_precision_at_prevalence",
+    "tier1_average_precision",
     "risk_macro_f1",
     "claim_type_macro_f1",
     "claim_filed_recall",
