@@ -38,12 +38,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks import RESULTS, write_result
 from benchmarks.server import HOST, Server, free_port, write_payloads
 from serving.keys import create_key
 from serving.model import CONFIG, write_manifest
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 DB_LOCK_S = 2.0
 DB_TIMEOUT_S = 0.5
 # when each fault happens, as the acknowledged answers reach this share of the run (for 20,000 requests: reload
@@ -326,9 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="triage-faults-") as tmp:
         result = run_faults(model, Path(tmp), texts, args.requests, args.concurrency)
     result["meta"] = {"timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "model": str(model)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"faults-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    path = write_result(result, args.out, "faults")
     print(f"Faults under load (c={args.concurrency}, model {model.name})\n{table(result)}\n\nresults: {path}")
     return 0
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from sklearn.neural_network import MLPClassifier
 
+from benchmarks import RESULTS, positive, write_result
 from serving.errors import TriageError
 from serving.labels import RISKS
 from serving.settings import Settings
@@ -31,8 +31,6 @@ from training import heads
 from training.data import load_dataset
 from training.embed import embed_texts
 from training.encoders import load_encoder
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fit_seconds(x: np.ndarray, y: np.ndarray, layer: heads.HiddenLayer, flushed: bool, seed: int) -> dict[str, Any]:
@@ -48,13 +46,6 @@ def fit_seconds(x: np.ndarray, y: np.ndarray, layer: heads.HiddenLayer, flushed:
         heads.subnormals_flushed = keep
     assert isinstance(model, MLPClassifier)
     return {"flushed": flushed, "seconds": round(seconds, 2), "epochs": int(model.n_iter_), "loss": float(model.loss_)}
-
-
-def positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected at least 1")
-    return number
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,12 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": round(speedup, 2),
         "same_loss": same_loss,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"heads-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    staging = path.with_suffix(".json.tmp")  # renamed into place: never a half-written result
-    staging.write_text(json.dumps(out, indent=2) + "\n")
-    staging.replace(path)
-    print(f"\nwritten to {path}")
+    print(f"\nwritten to {write_result(out, args.out, 'heads')}")
     return 0
 
 

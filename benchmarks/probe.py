@@ -21,7 +21,6 @@ an encoder is worth a `benchmarks.quality` variant. Prints a table and writes
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -34,6 +33,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, f1_score
 
+from benchmarks import RESULTS, positive, write_result
 from serving.errors import TriageError
 from serving.labels import TIER1_RISKS
 from serving.settings import Settings
@@ -42,7 +42,6 @@ from training.encoders import load_encoder
 from training.finetune import OBJECTIVES, FinetuneConfig, finetune
 from training.metrics import operating_points
 
-RESULTS = Path(__file__).resolve().parent / "results"
 STRENGTHS = (0.3, 1.0, 3.0)
 """Logistic regression C values tried (the product's heads use 1)."""
 RECALL = 0.85
@@ -107,13 +106,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value}: expected a whole number of at least 1")
-    return n
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -173,12 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "real": str(real_path),
         "results": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"probe-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    staging = path.with_suffix(".json.tmp")  # renamed into place: never a half-written result
-    staging.write_text(json.dumps(out, indent=2) + "\n")
-    staging.replace(path)
-    print(f"\nwritten to {path}")
+    print(f"\nwritten to {write_result(out, args.out, 'probe')}")
     return 0
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score
 
+from benchmarks import RESULTS, write_result
 from serving.labels import TIER1_RISKS
 from serving.model import ReviewPolicy, decide
 from serving.settings import Settings
@@ -38,8 +39,6 @@ from training.finetune import FinetuneConfig
 from training.heads import softmax, tier1_scores
 from training.metrics import operating_points, triage_metrics
 from training.train import TrainConfig, Trained, fit
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def recipe(
@@ -213,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall_target": settings.tier1_recall,
         "results": results,
     }
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"quality-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    path = write_result(out, RESULTS, "quality")
     print()
     print(table(results))
     print(f"\nwritten to {path}")

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import RESULTS, report
 from benchmarks.inference import Floor, compare_models, encoder_speed, int8_accuracy, message_sets
 from benchmarks.server import LoadPlan, http_benchmark
+from serving.files import write_json
 from serving.model import CONFIG, MANIFEST, ModelError, find_latest, inference_slots, intra_op_threads
 from serving.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "benchmarks" / "results"
 BANKING77 = REPO.parent / "shared" / "benchmarks" / "banking77" / "train.csv"
 
 FULL = {"rounds": 5, "plan": LoadPlan()}
@@ -110,13 +110,9 @@ def versions() -> dict[str, str]:
 
 
 def write_results(result: dict[str, Any], folder: Path, stamp: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stamp}.json"
-    text = json.dumps(result, indent=2, ensure_ascii=False) + "\n"
     for dest in (path, folder / "latest.json"):
-        tmp = dest.with_suffix(".json.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, dest)
+        write_json(dest, result)
     return path
 
 
