@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         "out-of-fold predictions of the training data (the best precision that recall allows; 0.97, as real "
         "messages are harder than the training data: benchmarks/quality.py)",
     )
+    tier1_cell_recall: float = Field(
+        default=0.95,
+        ge=0,
+        le=1,
+        description="Tier-1 recall the routing threshold must also reach, out of fold, in every language x length "
+        "bucket of the training data (with at least 30 Tier-1 rows), so that an average cannot hide a group of "
+        "messages it misses; 0 turns the floor off",
+    )
     review_band: float = Field(
         default=0.05,
         ge=0,

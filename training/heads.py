@@ -27,6 +27,9 @@ from training.metrics import THRESHOLD_GRID, threshold_for_recall
 # what a head reads: sentence embeddings, optionally with char n-gram TF-IDF columns (sparse)
 Features: TypeAlias = np.ndarray | sparse.csr_matrix
 
+# a cell needs this many Tier-1 rows before its own recall constrains the routing threshold
+MIN_CELL_TIER1 = 30
+
 _TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
 
 
@@ -220,14 +223,30 @@ def tier1_scores(head: Head) -> np.ndarray | None:
     return np.asarray(1.0 - head.oof_proba[:, head.labels.index("routine")])
 
 
-def choose_tier1_threshold(head: Head, y: Sequence[str], recall_target: float) -> float:
+def choose_tier1_threshold(
+    head: Head,
+    y: Sequence[str],
+    recall_target: float,
+    cells: Sequence[str] | None = None,
+    cell_target: float = 0.0,
+) -> float:
     """The P(Tier 1) threshold for routing: on the out-of-fold predictions of the training data (never the
-    test split), the highest threshold of a fine grid whose Tier-1 recall reaches `recall_target`, so the
-    best precision that recall allows. Missing a claim costs far more than an extra escalation.
+    test split), the highest threshold of a fine grid whose Tier-1 recall reaches `recall_target` overall and
+    `cell_target` in every cell of `cells` (a row's group, such as its language and length bucket) that has at
+    least MIN_CELL_TIER1 Tier-1 rows, so the best precision those recalls allow. Missing a claim costs far more
+    than an extra escalation, and an average must not hide a group of messages it misses.
     0.5 (plain argmax) when the head has no out-of-fold predictions."""
     scores = tier1_scores(head)
     if scores is None:
         return 0.5
     truth = np.array([v != "routine" for v in y])
     found = threshold_for_recall(scores, truth, recall_target)
-    return found if found is not None else float(THRESHOLD_GRID[0])
+    threshold = found if found is not None else float(THRESHOLD_GRID[0])
+    if cells is not None and cell_target > 0:
+        groups = np.asarray(cells)
+        for cell in sorted(set(groups[truth])):
+            in_cell = groups == cell
+            if (truth & in_cell).sum() >= MIN_CELL_TIER1:
+                floor = threshold_for_recall(scores[in_cell], truth[in_cell], cell_target)
+                threshold = min(threshold, floor if floor is not None else float(THRESHOLD_GRID[0]))
+    return threshold

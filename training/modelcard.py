@@ -167,7 +167,12 @@ def write_model_card(path: Path, config: dict[str, Any], metrics: dict[str, Any]
     if config["task"] == "triage":
         lines += [
             f"- routing: Tier 1 when P(claim_filed) + P(at_risk) >= **{review['tier1_threshold']}**, the highest "
-            f"threshold whose out-of-fold Tier-1 recall on the training data reaches {tr['tier1_recall_target']}",
+            f"threshold whose out-of-fold Tier-1 recall on the training data reaches {tr['tier1_recall_target']}"
+            + (
+                f" overall and {tr['tier1_cell_recall_target']} in every language x length bucket"
+                if tr.get("tier1_cell_recall_target")
+                else ""
+            ),
             f"- needs_review: P(Tier 1) within {review.get('tier1_band', 0)} of that threshold; or a Tier-1 "
             f"message whose chosen risk has < {review['risk_threshold']} of P(Tier 1), or whose claim type "
             f"probability is < {review['claim_type_threshold']}; or a language other than fr/it/en",

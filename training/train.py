@@ -45,7 +45,14 @@ from training.heads import (
     model_logits,
     tier1_scores,
 )
-from training.metrics import bootstrap_intervals, operating_points, target_metrics, tier_flip_rate, triage_report
+from training.metrics import (
+    bootstrap_intervals,
+    length_bucket,
+    operating_points,
+    target_metrics,
+    tier_flip_rate,
+    triage_report,
+)
 from training.modelcard import write_model_card
 from training.onnx import FP32_FILE, INT8_FILE, ExportError, check_parity, export_onnx, quantize_int8
 from training.plots import plot_triage
@@ -71,6 +78,7 @@ class TrainConfig:
     risk_threshold: float
     claim_type_threshold: float
     tier1_recall: float  # out-of-fold Tier-1 recall the routing threshold is chosen for
+    tier1_cell_recall: float  # ... and the out-of-fold recall it must reach in every language x length bucket
     tier1_band: float
     char_ngrams: bool
     ngram_weight: float
@@ -103,6 +111,7 @@ class TrainConfig:
             "risk_threshold": settings.review_threshold,
             "claim_type_threshold": settings.claim_type_review_threshold,
             "tier1_recall": settings.tier1_recall,
+            "tier1_cell_recall": settings.tier1_cell_recall,
             "tier1_band": settings.review_band,
             "char_ngrams": settings.char_ngrams,
             "ngram_weight": settings.ngram_weight,
@@ -206,7 +215,8 @@ def fit_triage_heads(
     df: pd.DataFrame, x: Features, dim: int, cfg: TrainConfig, oof: dict[str, np.ndarray] | None = None
 ) -> list[Head]:
     """`risk` on every row; `claim_type` (the ground) on Tier-1 rows only, `none` being implied by routine.
-    The routing threshold is chosen on the risk head's out-of-fold P(Tier 1) for `cfg.tier1_recall`."""
+    The routing threshold is chosen on the risk head's out-of-fold P(Tier 1) for `cfg.tier1_recall` overall
+    and `cfg.tier1_cell_recall` in every language x length bucket."""
     tier1 = df["risk"].isin(TIER1_RISKS).to_numpy()
     oof = oof or {}
     steps = tqdm(total=2, desc="fitting heads", disable=not cfg.progress)
@@ -214,7 +224,10 @@ def fit_triage_heads(
     risk = fit_head(
         "risk", xr, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed, oof.get("risk"), head_hidden("risk", cfg)
     )
-    risk.info["tier1_threshold"] = choose_tier1_threshold(risk, df["risk"].tolist(), cfg.tier1_recall)
+    cells = (df["language"] + " " + df["text"].map(length_bucket)).tolist()
+    risk.info["tier1_threshold"] = choose_tier1_threshold(
+        risk, df["risk"].tolist(), cfg.tier1_recall, cells, cfg.tier1_cell_recall
+    )
     steps.update()
     ground = fit_head(
         "claim_type",
@@ -368,6 +381,7 @@ def build_model(trained: Trained, cfg: TrainConfig) -> Path:
                 "class_weight": cfg.class_weight,
                 "seed": cfg.seed,
                 "tier1_recall_target": cfg.tier1_recall,
+                "tier1_cell_recall_target": cfg.tier1_cell_recall,
                 "char_ngrams": cfg.char_ngrams,
                 "ngram_weight": cfg.ngram_weight if trained.ngrams is not None else None,
                 "ngram_heads": cfg.ngram_heads if trained.ngrams is not None else None,
