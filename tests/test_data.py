@@ -184,12 +184,31 @@ def test_shipped_train_and_test_share_no_message(shipped: dict[str, pd.DataFrame
     assert not train_keys & set(shipped["test"]["text"].map(message_key))
 
 
+# the words of a claim, a refund, a return or a guarantee, in the three languages
+CLAIM_WORDS = (
+    r"refund|rembours|rimbors|\bclaim|réclam|reclam|a.?to.?z|\ba à z|dalla a alla z|chargeback|litige|contestaz|"
+    r"dispute|\breturn|retour|\breso\b|restitu|guarantee|garantie|garanzia|warranty"
+)
+
+
+def test_the_keyword_probe_is_apart_from_training_and_turns_the_words_against_the_label(
+    shipped: dict[str, pd.DataFrame],
+) -> None:
+    """data/lexical.csv (an evaluation set): routine messages in the words of a claim, Tier-1 ones without them."""
+    probe = load_dataset(DATA / "lexical.csv")
+    assert Counter(probe["language"]) == {lang: 160 for lang in LANGUAGES}
+    assert not set(probe["text"].map(message_key)) & set(shipped["train"]["text"].map(message_key))
+    says_claim_words = probe["text"].str.contains(CLAIM_WORDS, case=False, regex=True)
+    routine = probe["risk"] == "routine"
+    assert says_claim_words[routine].mean() >= 0.7 and not says_claim_words[~routine].any()
+
+
 def test_no_real_evaluation_message_is_in_the_data(shipped: dict[str, pd.DataFrame]) -> None:
     """The real tweets are an evaluation set: none of their texts, normalised, is in data/."""
     if not REAL.is_file():
         pytest.skip(f"{REAL} is not beside the checkout")
     real = set(load_dataset(REAL)["text"].map(message_key))
-    for name, df in shipped.items():
+    for name, df in (shipped | {"lexical": load_dataset(DATA / "lexical.csv")}).items():
         assert not real & set(df["text"].map(message_key)), f"{name}.csv holds real evaluation messages"
 
 
