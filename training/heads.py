@@ -240,13 +240,16 @@ def choose_tier1_threshold(
     if scores is None:
         return 0.5
     truth = np.array([v != "routine" for v in y])
-    found = threshold_for_recall(scores, truth, recall_target)
-    threshold = found if found is not None else float(THRESHOLD_GRID[0])
+
+    def highest(rows: np.ndarray, target: float) -> float:
+        found = threshold_for_recall(scores[rows], truth[rows], target)
+        return found if found is not None else float(THRESHOLD_GRID[0])
+
+    threshold = highest(np.ones(len(truth), dtype=bool), recall_target)
     if cells is not None and cell_target > 0:
         groups = np.asarray(cells)
-        for cell in sorted(set(groups[truth])):
+        for cell in set(groups[truth]):
             in_cell = groups == cell
             if (truth & in_cell).sum() >= MIN_CELL_TIER1:
-                floor = threshold_for_recall(scores[in_cell], truth[in_cell], cell_target)
-                threshold = min(threshold, floor if floor is not None else float(THRESHOLD_GRID[0]))
+                threshold = min(threshold, highest(in_cell, cell_target))
     return threshold

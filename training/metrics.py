@@ -49,6 +49,11 @@ def length_bucket(text: str) -> str:
     return next(name for name, lo, hi in LENGTH_BUCKETS if lo <= n <= hi)
 
 
+def language_length_cells(df: pd.DataFrame) -> list[str]:
+    """Each row's language x length bucket ("fr <80"): the groups the routing threshold's recall floor reads."""
+    return [f"{lang} {length_bucket(text)}" for lang, text in zip(df["language"], df["text"], strict=True)]
+
+
 def precision_at_prevalence(recall: float | None, fpr: float | None, prevalence: float) -> float | None:
     """The Tier-1 precision the same error rates give when `prevalence` of the traffic is Tier 1:
     pi*R / (pi*R + (1 - pi)*FPR). A test set with half its messages in Tier 1 flatters raw precision."""

@@ -47,7 +47,7 @@ from training.heads import (
 )
 from training.metrics import (
     bootstrap_intervals,
-    length_bucket,
+    language_length_cells,
     operating_points,
     target_metrics,
     tier_flip_rate,
@@ -224,9 +224,8 @@ def fit_triage_heads(
     risk = fit_head(
         "risk", xr, df["risk"], RISKS, cfg.c, cfg.class_weight, cfg.seed, oof.get("risk"), head_hidden("risk", cfg)
     )
-    cells = (df["language"] + " " + df["text"].map(length_bucket)).tolist()
     risk.info["tier1_threshold"] = choose_tier1_threshold(
-        risk, df["risk"].tolist(), cfg.tier1_recall, cells, cfg.tier1_cell_recall
+        risk, df["risk"].tolist(), cfg.tier1_recall, language_length_cells(df), cfg.tier1_cell_recall
     )
     steps.update()
     ground = fit_head(
