@@ -11,6 +11,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # which heads read the char n-grams: the claim-type head alone, or every head
 NgramHeads = Literal["claim_type", "all"]
 
+# a language x length bucket needs this many Tier-1 training rows before its own recall constrains the
+# routing threshold (`tier1_cell_recall`)
+MIN_CELL_TIER1 = 30
+
 
 class Settings(BaseSettings):
     """Every knob of `triage`, read from `TRIAGE_*` environment variables (and `.env`)."""
@@ -54,8 +58,8 @@ class Settings(BaseSettings):
         ge=0,
         le=1,
         description="Tier-1 recall the routing threshold must also reach, out of fold, in every language x length "
-        "bucket of the training data (with at least 30 Tier-1 rows), so that an average cannot hide a group of "
-        "messages it misses; 0 turns the floor off",
+        f"bucket of the training data (with at least {MIN_CELL_TIER1} Tier-1 rows), so that an average cannot "
+        "hide a group of messages it misses; 0 turns the floor off",
     )
     review_band: float = Field(
         default=0.05,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from serving.settings import MIN_CELL_TIER1
 from training.heads import (
-    MIN_CELL_TIER1,
     Head,
     HiddenLayer,
     choose_tier1_threshold,

@@ -18,11 +18,12 @@ from serving.keywords import KeywordTriage
 from serving.labels import GROUNDS, RISKS, consistent
 from serving.model import Classifier, ModelBundle, ModelError
 from serving.ngrams import CharNgrams
+from serving.settings import MIN_CELL_TIER1
 from training.data import load_dataset
 from training.encoders import Encoder
 from training.export import load_heads
 from training.features import build_features
-from training.heads import MIN_CELL_TIER1, softmax
+from training.heads import softmax
 from training.metrics import TRIAGE_KEYS, language_length_cells, triage_report
 from training.onnx import ExportError
 from training.train import Trained, build_model, fit, train

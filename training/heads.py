@@ -22,13 +22,11 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 
+from serving.settings import MIN_CELL_TIER1
 from training.metrics import THRESHOLD_GRID, threshold_for_recall
 
 # what a head reads: sentence embeddings, optionally with char n-gram TF-IDF columns (sparse)
 Features: TypeAlias = np.ndarray | sparse.csr_matrix
-
-# a cell needs this many Tier-1 rows before its own recall constrains the routing threshold
-MIN_CELL_TIER1 = 30
 
 _TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
 
