@@ -51,7 +51,7 @@ test: $(STAMP)
 	@trap '$(MAKE) --no-print-directory services-stop' EXIT; \
 	$(MAKE) --no-print-directory services && \
 	set -a && . var/label-studio/env && . var/mlflow-server/env && set +a && \
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
 
 ## the unit tier: no model, no servers (~40 s: a few tests run the CLI in a fresh process)
 test-fast: $(STAMP)
