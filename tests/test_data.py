@@ -140,6 +140,12 @@ def shipped() -> dict[str, pd.DataFrame]:
     return {name: load_dataset(DATA / f"{name}.csv") for name in ("train", "test")}
 
 
+@pytest.fixture(scope="module")
+def probe() -> pd.DataFrame:
+    """The keyword probe, data/lexical.csv: an evaluation set beside the challenge set."""
+    return load_dataset(DATA / "lexical.csv")
+
+
 def test_shipped_data_size_languages_and_slices(shipped: dict[str, pd.DataFrame]) -> None:
     train, test = shipped["train"], shipped["test"]
     assert len(train) >= 3000 and len(test) >= 600
@@ -192,10 +198,9 @@ CLAIM_WORDS = (
 
 
 def test_the_keyword_probe_is_apart_from_training_and_turns_the_words_against_the_label(
-    shipped: dict[str, pd.DataFrame],
+    shipped: dict[str, pd.DataFrame], probe: pd.DataFrame
 ) -> None:
-    """data/lexical.csv (an evaluation set): routine messages in the words of a claim, Tier-1 ones without them."""
-    probe = load_dataset(DATA / "lexical.csv")
+    """The keyword probe: routine messages in the words of a claim, Tier-1 ones without them."""
     assert Counter(probe["language"]) == {lang: 160 for lang in LANGUAGES}
     assert not set(probe["text"].map(message_key)) & set(shipped["train"]["text"].map(message_key))
     says_claim_words = probe["text"].str.contains(CLAIM_WORDS, case=False, regex=True)
@@ -203,12 +208,12 @@ def test_the_keyword_probe_is_apart_from_training_and_turns_the_words_against_th
     assert says_claim_words[routine].mean() >= 0.7 and not says_claim_words[~routine].any()
 
 
-def test_no_real_evaluation_message_is_in_the_data(shipped: dict[str, pd.DataFrame]) -> None:
+def test_no_real_evaluation_message_is_in_the_data(shipped: dict[str, pd.DataFrame], probe: pd.DataFrame) -> None:
     """The real tweets are an evaluation set: none of their texts, normalised, is in data/."""
     if not REAL.is_file():
         pytest.skip(f"{REAL} is not beside the checkout")
     real = set(load_dataset(REAL)["text"].map(message_key))
-    for name, df in (shipped | {"lexical": load_dataset(DATA / "lexical.csv")}).items():
+    for name, df in (shipped | {"lexical": probe}).items():
         assert not real & set(df["text"].map(message_key)), f"{name}.csv holds real evaluation messages"
 
 
